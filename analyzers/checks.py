@@ -1,0 +1,240 @@
+"""Rules that span several definitions, or need more than pydantic: run after loading.
+
+- an analyzer's procedures exist, and every tool a structured step names is one it may call;
+- built-in tool names exist;
+- every expression compiles as CEL and reads only variables that will be there;
+- output and tool input schemas are valid JSON Schema;
+- trigger patterns are sound;
+- names are unique across files.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from analyzers.conversation_tools import BUILTIN_TOOL_NAMES
+from analyzers.definitions import DefinitionSet, Problem, Sourced
+from analyzers.expressions import CONVERSATION_VARIABLES, ExpressionError, compile_expression
+from analyzers.patterns import PatternError, compile_pattern
+from schemas.analyzer import AnalyzerSpec
+from schemas.procedure import IfStep, Procedure, ToolStep
+from schemas.rules import Loc
+
+RESULT_VARIABLES = frozenset(
+    {
+        "analyzer",
+        "analyzer_version",
+        "status",
+        "outputs",
+        "conversation",
+        "usage",
+        "cost",
+        "error",
+        "truncated",
+    }
+)
+"""What a sink's `when` expression can read about a result."""
+
+
+def check_definitions(definitions: DefinitionSet) -> list[Problem]:
+    """Every cross-definition problem in `definitions` (an empty list when all is sound)."""
+    problems: list[Problem] = []
+    problems += _unique_names(definitions)
+    procedures_by_name: dict[str, list[Sourced[Procedure]]] = defaultdict(list)
+    for procedure in definitions.procedures:
+        procedures_by_name[procedure.value.name].append(procedure)
+        problems += _procedure_problems(procedure)
+    for analyzer in definitions.analyzers:
+        problems += _analyzer_problems(analyzer)
+        problems += _procedure_reference_problems(analyzer, procedures_by_name)
+    return problems
+
+
+def _unique_names(definitions: DefinitionSet) -> list[Problem]:
+    problems: list[Problem] = []
+    first_analyzer: dict[str, Sourced[AnalyzerSpec]] = {}
+    for analyzer in definitions.analyzers:
+        name = analyzer.value.name
+        if name in first_analyzer:
+            earlier = first_analyzer[name]
+            problems.append(
+                analyzer.problem(
+                    ("name",),
+                    "analyzer-unique",
+                    f"analyzer {name!r} is also defined in "
+                    f"{earlier.file}:{earlier.line_of(('name',))}",
+                )
+            )
+        else:
+            first_analyzer[name] = analyzer
+    first_procedure: dict[tuple[str | None, str, int], Sourced[Procedure]] = {}
+    for procedure in definitions.procedures:
+        key = (procedure.value.tenant_id, procedure.value.name, procedure.value.version)
+        if key in first_procedure:
+            earlier = first_procedure[key]
+            problems.append(
+                procedure.problem(
+                    ("version",),
+                    "procedure-version-unique",
+                    f"procedure {key[1]!r} version {key[2]} for tenant {key[0]!r} "
+                    f"is also defined in {earlier.file}:{earlier.line_of(('name',))}",
+                )
+            )
+        else:
+            first_procedure[key] = procedure
+    return problems
+
+
+def _analyzer_problems(analyzer: Sourced[AnalyzerSpec]) -> list[Problem]:
+    spec = analyzer.value
+    problems: list[Problem] = []
+    for index, tool in enumerate(spec.tools):
+        if isinstance(tool, str) and tool not in BUILTIN_TOOL_NAMES:
+            problems.append(
+                analyzer.problem(
+                    ("tools", index),
+                    "tool-builtin-known",
+                    f"{tool!r} is not a built-in tool (known: "
+                    f"{sorted(BUILTIN_TOOL_NAMES)}); define an HTTP tool instead",
+                )
+            )
+        elif not isinstance(tool, str):
+            problems += _schema_problems(
+                analyzer, ("tools", index, "input_schema"), tool.input_schema, require_object=True
+            )
+    for index, output in enumerate(spec.outputs):
+        if output.json_schema is not None:
+            problems += _schema_problems(analyzer, ("outputs", index, "schema"), output.json_schema)
+    if spec.trigger.expression is not None:
+        problems += _expression_problems(
+            analyzer, ("trigger", "expression"), spec.trigger.expression, CONVERSATION_VARIABLES
+        )
+    for index, sink in enumerate(spec.sinks):
+        if sink.when is not None:
+            problems += _expression_problems(
+                analyzer, ("sinks", index, "when"), sink.when, RESULT_VARIABLES
+            )
+    return problems
+
+
+def _procedure_problems(procedure: Sourced[Procedure]) -> list[Problem]:
+    value = procedure.value
+    problems: list[Problem] = []
+    for index, pattern in enumerate(value.trigger.patterns):
+        try:
+            compile_pattern(pattern)
+        except PatternError as exc:
+            problems.append(
+                procedure.problem(("trigger", "patterns", index), "pattern-valid", str(exc))
+            )
+    trigger_scope = CONVERSATION_VARIABLES | set(value.dynamic_variables)
+    for index, condition in enumerate(value.trigger.conditions):
+        problems += _expression_problems(
+            procedure, ("trigger", "conditions", index), condition, trigger_scope
+        )
+    for loc, step in value.walk_steps():
+        if isinstance(step, IfStep) and step.condition.expression is not None:
+            scope = CONVERSATION_VARIABLES | value.names_in_scope(loc)
+            problems += _expression_problems(
+                procedure, (*loc, "if", "expression"), step.condition.expression, scope
+            )
+    return problems
+
+
+def _procedure_reference_problems(
+    analyzer: Sourced[AnalyzerSpec], procedures_by_name: dict[str, list[Sourced[Procedure]]]
+) -> list[Problem]:
+    spec = analyzer.value
+    problems: list[Problem] = []
+    for index, name in enumerate(spec.procedures):
+        versions = procedures_by_name.get(name)
+        if not versions:
+            problems.append(
+                analyzer.problem(
+                    ("procedures", index),
+                    "procedure-exists",
+                    f"procedure {name!r} is not defined in any procedure file "
+                    f"(known: {sorted(procedures_by_name)})",
+                )
+            )
+            continue
+        for procedure in versions:
+            problems += _tool_step_problems(analyzer, procedure)
+    return problems
+
+
+def _tool_step_problems(
+    analyzer: Sourced[AnalyzerSpec], procedure: Sourced[Procedure]
+) -> list[Problem]:
+    spec = analyzer.value
+    http_tools = {tool.name: tool for tool in spec.http_tools()}
+    problems: list[Problem] = []
+    for loc, step in procedure.value.walk_steps():
+        if not isinstance(step, ToolStep):
+            continue
+        if step.tool not in spec.tool_names():
+            problems.append(
+                procedure.problem(
+                    (*loc, "tool"),
+                    "tool-allowed",
+                    f"tool {step.tool!r} is not one analyzer {spec.name!r} "
+                    f"({analyzer.file}) may call; its tools are {sorted(spec.tool_names())}",
+                )
+            )
+            continue
+        tool = http_tools.get(step.tool)
+        if tool is None:
+            continue
+        properties = set((tool.input_schema.get("properties") or {}).keys())
+        required = set(tool.input_schema.get("required") or [])
+        unknown = sorted(set(step.arguments) - properties)
+        missing = sorted(required - set(step.arguments))
+        if unknown or missing:
+            problems.append(
+                procedure.problem(
+                    (*loc, "arguments"),
+                    "tool-arguments-match",
+                    f"arguments of {step.tool!r} do not match its input_schema in analyzer "
+                    f"{spec.name!r}: unknown {unknown}, missing {missing}",
+                )
+            )
+    return problems
+
+
+def _expression_problems(
+    owner: Sourced[AnalyzerSpec] | Sourced[Procedure],
+    loc: Loc,
+    source: str,
+    known: frozenset[str] | set[str],
+) -> list[Problem]:
+    try:
+        compile_expression(source, known=known)
+    except ExpressionError as exc:
+        return [owner.problem(loc, "expression-valid", str(exc))]
+    return []
+
+
+def _schema_problems(
+    owner: Sourced[AnalyzerSpec],
+    loc: Loc,
+    schema: dict[str, object],
+    *,
+    require_object: bool = False,
+) -> list[Problem]:
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(part) for part in exc.absolute_path) or "(root)"
+        return [
+            owner.problem(
+                loc, "json-schema-valid", f"not a valid JSON Schema at {where}: {exc.message}"
+            )
+        ]
+    if require_object and schema.get("type") != "object":
+        return [
+            owner.problem(loc, "json-schema-object", "a tool's input_schema must have type: object")
+        ]
+    return []

@@ -1,0 +1,130 @@
+"""CEL expressions for triggers, `if` conditions and sink routing. Never `eval`.
+
+posthoc uses the Common Expression Language (https://cel.dev): a small, side-effect free,
+non-Turing-complete language with a formal spec, used by Kubernetes and Google Cloud for exactly
+this kind of user-written rule. The engine is `common-expression-language` (Rust `cel`
+bindings). Expressions may spell variables as `{{name}}` like the procedure seeds do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import cel
+
+from schemas.conversation import Conversation
+from schemas.templates import strip_braces
+
+# Variables bound by CEL's comprehension macros (`turns.exists(t, t.role == "user")` binds `t`);
+# the engine reports them as variables, but they need no binding from us.
+_BOUND_BY_MACRO = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
+
+CONVERSATION_VARIABLES = frozenset(
+    {
+        "conversation_id",
+        "tenant_id",
+        "agent_id",
+        "agent_version",
+        "channel",
+        "started_at",
+        "ended_at",
+        "duration_seconds",
+        "outcome",
+        "termination_reason",
+        "turns",
+        "turn_count",
+        "events",
+        "dynamic_variables",
+        "metadata",
+    }
+)
+"""What a trigger expression can read about a conversation."""
+
+
+class ExpressionError(ValueError):
+    """An expression does not compile, names an unknown variable, or failed to evaluate."""
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A compiled CEL expression and the free variables it reads."""
+
+    source: str
+    variables: frozenset[str]
+    _program: Any
+
+    def evaluate(self, variables: Mapping[str, Any]) -> Any:
+        """Evaluate against `variables`; any failure becomes an `ExpressionError`."""
+        try:
+            return self._program.execute(dict(variables))
+        except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+            raise ExpressionError(f"expression {self.source!r} failed: {exc}") from exc
+
+    def holds(self, variables: Mapping[str, Any]) -> bool:
+        """Evaluate a condition; a non-boolean result is an error, not a truthy guess."""
+        value = self.evaluate(variables)
+        if not isinstance(value, bool):
+            raise ExpressionError(f"expression {self.source!r} gave {value!r}, not true or false")
+        return value
+
+
+def compile_expression(
+    source: str, *, known: frozenset[str] | set[str] | None = None
+) -> Expression:
+    """Compile `source`; with `known`, also reject variables outside that set.
+
+    Names beginning with `system__` (platform dynamic variables) are always accepted.
+    """
+    text = strip_braces(source)
+    try:
+        program = cel.compile(text)
+    except ValueError as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        raise ExpressionError(f"{source!r} is not valid CEL: {first_line}") from exc
+    bound = set(_BOUND_BY_MACRO.findall(text))
+    free = frozenset(name for name in program.variables() if name not in bound)
+    if known is not None:
+        unknown = sorted(
+            name for name in free if name not in known and not name.startswith("system__")
+        )
+        if unknown:
+            raise ExpressionError(
+                f"{source!r} uses unknown variable(s) {unknown}; available: {sorted(known)}"
+            )
+    return Expression(source=source, variables=free, _program=program)
+
+
+def conversation_variables(conversation: Conversation) -> dict[str, Any]:
+    """The variables a trigger expression sees, as plain JSON-like values.
+
+    Dynamic variables are also bound by their own names so conditions can say
+    `system__agent_turns == 0` as in the platform's own editor.
+    """
+    data = conversation.model_dump(mode="json")
+    data["started_at"] = conversation.started_at
+    data["ended_at"] = conversation.ended_at
+    data["duration_seconds"] = conversation.duration_seconds
+    data["turn_count"] = len(conversation.turns)
+    return {**_cel_safe(conversation.dynamic_variables), **data}
+
+
+def _cel_safe(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: value
+        for key, value in values.items()
+        if isinstance(key, str) and re.fullmatch(r"[A-Za-z_]\w*", key) and _is_plain(value)
+    }
+
+
+def _is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, str | int | float | bool | datetime):
+        return True
+    if isinstance(value, list):
+        return all(_is_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _is_plain(item) for key, item in value.items())
+    return False

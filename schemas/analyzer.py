@@ -1,0 +1,285 @@
+"""Analyzers: procedural agents defined as data (a YAML file), not code.
+
+An analyzer says when it runs (trigger), what it is told (instructions and procedures), which
+tools it may call, which structured outputs it must record (each one an output-recording tool),
+how the model runs (model settings and limits), and where results go (sinks with routing
+conditions). Built-in analyzers are YAML files loaded exactly like a user's.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Discriminator, Field, PositiveFloat, PositiveInt, Tag, model_validator
+
+from schemas._base import Contract
+from schemas.conversation import Channel, Slug
+from schemas.outputs import OUTPUT_MODELS
+from schemas.procedure import Name, NonEmptyText
+from schemas.rules import RuleViolation, raise_if_any
+from schemas.templates import placeholders, root_name
+
+OUTPUT_TOOL_PREFIX = "record_"
+"""Output `follow_up` is recorded by calling the tool `record_follow_up`."""
+
+
+class AnalyzerTrigger(Contract):
+    """Which conversations an analyzer runs on. Every given criterion must hold.
+
+    Empty lists match everything. `expression` is CEL over the conversation (`outcome`,
+    `channel`, `turns`, `events`, `dynamic_variables`, `metadata`, `duration_seconds`, ...).
+    `sample_rate` runs the analyzer on that share of matching conversations, decided by a hash of
+    the conversation id so that a rerun makes the same choice.
+    """
+
+    outcomes: list[Slug] = Field(default_factory=list)
+    channels: list[Channel] = Field(default_factory=list)
+    agents: list[str] = Field(default_factory=list)
+    tenants: list[str] = Field(default_factory=list)
+    expression: NonEmptyText | None = None
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class HttpTool(Contract):
+    """A tool the agent may call that makes one HTTP request.
+
+    `url`, `headers` and `body` are templates: `{{name}}` is filled from the tool input the
+    model gives (described by `input_schema`) and `{{secrets.NAME}}` from the worker's secrets,
+    which never reach the model or the logs. The request may only go to `allowed_hosts`.
+    """
+
+    name: Name
+    description: NonEmptyText
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    url: NonEmptyText
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+    input_schema: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+    allowed_hosts: list[NonEmptyText] = Field(min_length=1)
+    timeout_seconds: PositiveFloat = 10.0
+
+
+def _tool_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "builtin"
+    if isinstance(value, dict | HttpTool):
+        return "http"
+    return None
+
+
+ToolRef = Annotated[
+    Annotated[Name, Tag("builtin"), Field(description="A built-in tool, by name.")]
+    | Annotated[HttpTool, Tag("http")],
+    Discriminator(
+        _tool_kind,
+        custom_error_type="tool_kind",
+        custom_error_message="a tool is a built-in tool's name or an HTTP tool definition",
+    ),
+]
+
+
+class OutputSpec(Contract):
+    """A structured output the agent records by calling `record_<name>`.
+
+    The value's shape is a JSON Schema (`schema`) or a named built-in model (`model`). `many`
+    outputs may be recorded several times; `one` at most once. A `required` output must be
+    recorded (possibly as `unknown`) before the run can succeed.
+    """
+
+    name: Name
+    description: NonEmptyText
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    model: str | None = None
+    cardinality: Literal["one", "many"] = "one"
+    required: bool = True
+
+    @model_validator(mode="after")
+    def _one_source_of_shape(self) -> OutputSpec:
+        if (self.json_schema is None) == (self.model is None):
+            raise ValueError("give exactly one of 'schema' (a JSON Schema) or 'model'")
+        if self.model is not None and self.model not in OUTPUT_MODELS:
+            raise ValueError(
+                f"model {self.model!r} is not a built-in output model "
+                f"(known: {sorted(OUTPUT_MODELS)})"
+            )
+        return self
+
+    @property
+    def tool_name(self) -> str:
+        """The output-recording tool's name."""
+        return OUTPUT_TOOL_PREFIX + self.name
+
+    def value_schema(self) -> dict[str, Any]:
+        """The JSON Schema of one recorded value."""
+        if self.json_schema is not None:
+            return self.json_schema
+        return OUTPUT_MODELS[str(self.model)].model_json_schema()
+
+
+class ModelSettings(Contract):
+    """How the model runs for this analyzer, and the limits of one run."""
+
+    id: str | None = Field(default=None, description="Model id; the worker's default if unset.")
+    thinking: Literal["adaptive", "enabled", "disabled"] = "adaptive"
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+    budget_tokens: int | None = Field(default=None, ge=1024)
+    max_tokens: PositiveInt = 16_000
+    max_turns: PositiveInt = Field(default=24, description="Model calls in one run.")
+    max_output_retries: int = Field(
+        default=3, ge=0, description="Invalid output-tool inputs sent back to the model."
+    )
+    max_nudges: int = Field(
+        default=2, ge=0, description="Times to ask again when required outputs are missing."
+    )
+    timeout_seconds: PositiveFloat = Field(default=900.0, description="Deadline of one run.")
+    idle_timeout_seconds: PositiveFloat = Field(
+        default=300.0, description="How long a model stream may be silent."
+    )
+    max_cost_usd: PositiveFloat | None = None
+    max_input_tokens: PositiveInt | None = Field(
+        default=None,
+        description="Read conversations longer than this in windows (default: the model's limit).",
+    )
+
+    @model_validator(mode="after")
+    def _budget_fits(self) -> ModelSettings:
+        if self.budget_tokens is not None:
+            if self.thinking != "enabled":
+                raise ValueError("budget_tokens applies only with thinking: enabled")
+            if self.budget_tokens >= self.max_tokens:
+                raise ValueError(
+                    f"budget_tokens ({self.budget_tokens}) must be below max_tokens "
+                    f"({self.max_tokens})"
+                )
+        return self
+
+
+class _SinkBase(Contract):
+    when: NonEmptyText | None = Field(
+        default=None,
+        description="CEL over the result (`status`, `outputs`, `conversation`); always if unset.",
+    )
+
+
+class SlackSink(_SinkBase):
+    """Post a message to a Slack channel."""
+
+    type: Literal["slack"]
+    channel: NonEmptyText
+    mention: list[str] = Field(default_factory=list, description="User or group ids to mention.")
+
+
+class WebhookSink(_SinkBase):
+    """POST the result as JSON, signed per Standard Webhooks."""
+
+    type: Literal["webhook"]
+    url: NonEmptyText
+    secret: str | None = Field(
+        default=None, description="`{{secrets.NAME}}`: the signing secret's name."
+    )
+
+
+class JsonlSink(_SinkBase):
+    """Append the result to a JSON Lines file."""
+
+    type: Literal["jsonl"]
+    path: NonEmptyText
+
+
+SinkRoute = Annotated[SlackSink | WebhookSink | JsonlSink, Field(discriminator="type")]
+
+
+class AnalyzerSpec(Contract):
+    """A procedural agent: when it runs, what it does, what it must output, where that goes."""
+
+    kind: Literal["analyzer"] = "analyzer"
+    name: Name
+    version: Annotated[str, Field(min_length=1, max_length=64)] = "1"
+    description: NonEmptyText
+    trigger: AnalyzerTrigger = Field(default_factory=AnalyzerTrigger)
+    instructions: NonEmptyText
+    procedures: list[Name] = Field(default_factory=list)
+    tools: list[ToolRef] = Field(default_factory=list)
+    outputs: list[OutputSpec] = Field(min_length=1)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    sinks: list[SinkRoute] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> AnalyzerSpec:
+        raise_if_any(analyzer_violations(self))
+        return self
+
+    def tool_names(self) -> list[str]:
+        """Names of the tools this analyzer may call (not counting output-recording tools)."""
+        return [tool if isinstance(tool, str) else tool.name for tool in self.tools]
+
+    def http_tools(self) -> list[HttpTool]:
+        """The HTTP tools among this analyzer's tools."""
+        return [tool for tool in self.tools if isinstance(tool, HttpTool)]
+
+
+def analyzer_violations(spec: AnalyzerSpec) -> list[RuleViolation]:
+    """Rules spanning several fields of one analyzer file."""
+    violations: list[RuleViolation] = []
+    violations += _duplicates("outputs", [output.name for output in spec.outputs], "output")
+    violations += _duplicates("tools", spec.tool_names(), "tool")
+    violations += _duplicates("procedures", spec.procedures, "procedure")
+    for index, name in enumerate(spec.tool_names()):
+        if name.startswith(OUTPUT_TOOL_PREFIX):
+            violations.append(
+                RuleViolation(
+                    ("tools", index),
+                    "tool-name-reserved",
+                    f"tool {name!r}: names starting with {OUTPUT_TOOL_PREFIX!r} are reserved "
+                    "for output-recording tools",
+                )
+            )
+    for index, tool in enumerate(spec.tools):
+        if isinstance(tool, HttpTool):
+            violations += _http_tool_violations(index, tool)
+    return violations
+
+
+def _duplicates(field: str, names: list[str], what: str) -> list[RuleViolation]:
+    return [
+        RuleViolation((field,), "name-unique", f"{what} {name!r} appears more than once")
+        for name in sorted({name for name in names if names.count(name) > 1})
+    ]
+
+
+def _http_tool_violations(index: int, tool: HttpTool) -> list[RuleViolation]:
+    violations: list[RuleViolation] = []
+    host = urlsplit(tool.url).hostname
+    if "{{" in (urlsplit(tool.url).netloc or ""):
+        violations.append(
+            RuleViolation(
+                ("tools", index, "url"),
+                "tool-host-fixed",
+                f"the host of {tool.url!r} must be written out, not a placeholder",
+            )
+        )
+    elif host is None or host not in tool.allowed_hosts:
+        violations.append(
+            RuleViolation(
+                ("tools", index, "url"),
+                "tool-host-allowed",
+                f"host {host!r} of {tool.url!r} is not in allowed_hosts {tool.allowed_hosts}",
+            )
+        )
+    inputs = set((tool.input_schema.get("properties") or {}).keys())
+    for field, template in (("url", tool.url), ("headers", tool.headers), ("body", tool.body)):
+        for path in placeholders(template):
+            root = root_name(path)
+            if root != "secrets" and root not in inputs:
+                violations.append(
+                    RuleViolation(
+                        ("tools", index, field),
+                        "template-undeclared",
+                        f"placeholder {{{{{path}}}}} is not a property of input_schema "
+                        f"(known: {sorted(inputs)}) nor a {{{{secrets.NAME}}}}",
+                    )
+                )
+    return violations

@@ -1,0 +1,143 @@
+"""The conversation posthoc analyses: the canonical JSON every intake path maps into.
+
+`POST /v1/conversations`, `posthoc run` and the ledger all share this shape. Platform adapters
+(ElevenLabs, Vapi, Retell, ...) translate into it. Fields we do not know are never dropped: on the
+conversation, a turn or an event they are moved into that object's `metadata`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, Field, NonNegativeInt, StringConstraints, model_validator
+
+from schemas._base import Contract
+
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+"""An id from the customer's systems: any non-empty text up to 200 characters."""
+
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+"""A lower_snake_case word such as an outcome (`resolved`, `escalated`, `customer_hung_up`)."""
+
+Role = Literal["agent", "user", "system"]
+Channel = Literal["voice", "chat", "sms", "email", "other"]
+
+WELL_KNOWN_OUTCOMES = (
+    "completed",
+    "resolved",
+    "escalated",
+    "transferred",
+    "abandoned",
+    "failed",
+    "voicemail",
+    "unknown",
+)
+"""Outcomes the built-in analyzers understand. Any other lower_snake_case word is accepted."""
+
+
+def _keep_unknown_fields(cls: type[Contract], data: Any) -> Any:
+    """Move fields the model does not declare into `metadata` instead of rejecting them.
+
+    A platform adding a field must not make us refuse its conversations, and we must not lose the
+    field either. A collision with an existing metadata key is an error rather than a silent
+    overwrite.
+    """
+    if not isinstance(data, dict):
+        return data
+    unknown = {key: value for key, value in data.items() if key not in cls.model_fields}
+    if not unknown:
+        return data
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        return data  # let field validation report that metadata is not an object
+    clashes = sorted(key for key in unknown if key in metadata)
+    if clashes:
+        raise ValueError(
+            f"unknown field(s) {clashes} would overwrite the same key(s) in metadata; "
+            "rename one of them"
+        )
+    known = {key: value for key, value in data.items() if key in cls.model_fields}
+    return {**known, "metadata": {**metadata, **unknown}}
+
+
+class Turn(Contract):
+    """One utterance or message. Its position in `Conversation.turns` is its turn number."""
+
+    role: Role
+    text: str
+    at: AwareDatetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_into_metadata(cls, data: Any) -> Any:
+        return _keep_unknown_fields(cls, data)
+
+
+class Event(Contract):
+    """Something that happened during the conversation besides talk: a tool call, a transfer,
+    a procedure starting or finishing, an error.
+
+    Tool calls carry their arguments, result, success and duration; when the agent made the call
+    while following a procedure, `procedure_name` and `procedure_step_order` say which step.
+    """
+
+    type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    name: str | None = None
+    arguments: dict[str, Any] | None = None
+    result: Any = None
+    succeeded: bool | None = None
+    duration_ms: NonNegativeInt | None = None
+    at: AwareDatetime | None = None
+    turn_index: NonNegativeInt | None = None
+    procedure_name: str | None = None
+    procedure_step_order: NonNegativeInt | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_into_metadata(cls, data: Any) -> Any:
+        return _keep_unknown_fields(cls, data)
+
+
+class Conversation(Contract):
+    """A finished conversation between an AI agent and a customer, with its event log."""
+
+    conversation_id: Identifier
+    tenant_id: Identifier
+    agent_id: Identifier
+    agent_version: str | None = None
+    channel: Channel
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+    outcome: Slug = "unknown"
+    termination_reason: str | None = None
+    turns: list[Turn] = Field(default_factory=list)
+    events: list[Event] = Field(default_factory=list)
+    dynamic_variables: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_into_metadata(cls, data: Any) -> Any:
+        return _keep_unknown_fields(cls, data)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Conversation:
+        if self.ended_at < self.started_at:
+            raise ValueError(
+                f"ended_at ({self.ended_at.isoformat()}) is before started_at "
+                f"({self.started_at.isoformat()})"
+            )
+        for position, event in enumerate(self.events):
+            if event.turn_index is not None and event.turn_index >= len(self.turns):
+                raise ValueError(
+                    f"events[{position}].turn_index is {event.turn_index} but the conversation "
+                    f"has {len(self.turns)} turn(s) (turn numbers start at 0)"
+                )
+        return self
+
+    @property
+    def duration_seconds(self) -> float:
+        """How long the conversation lasted."""
+        return (self.ended_at - self.started_at).total_seconds()

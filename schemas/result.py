@@ -1,0 +1,117 @@
+"""AnalysisResult: what one analyzer run on one conversation produced."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, Field, NonNegativeFloat, NonNegativeInt, model_validator
+
+from schemas._base import Contract
+from schemas.usage import Cost, Usage
+
+RunStatus = Literal["succeeded", "failed", "skipped"]
+
+
+class RecordedOutput(Contract):
+    """One value recorded through an output-recording tool.
+
+    `unknown` is a first-class answer: the agent looked and the conversation does not say. Then
+    `value` is null and `unknown_reason` says why. `evidence_turns` are the turn numbers (0-based
+    positions in the conversation's `turns`) the value rests on.
+    """
+
+    value: Any = None
+    unknown: bool = False
+    unknown_reason: str | None = None
+    evidence_turns: list[NonNegativeInt] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unknown_has_no_value(self) -> RecordedOutput:
+        if self.unknown and self.value is not None:
+            raise ValueError("an unknown output has no value")
+        return self
+
+
+class ToolCallRecord(Contract):
+    """One tool call made during the run, with the procedure step it served, if any."""
+
+    tool_name: str
+    tool_use_id: str | None = None
+    kind: Literal["builtin", "http", "output", "procedure"] = "builtin"
+    input: dict[str, Any] = Field(default_factory=dict)
+    output: Any = None
+    succeeded: bool
+    error: str | None = None
+    duration_ms: NonNegativeFloat = 0.0
+    started_at: AwareDatetime | None = None
+    procedure_name: str | None = None
+    procedure_step_order: NonNegativeInt | None = None
+
+
+class RunError(Contract):
+    """Why a run failed. `type` is a stable code (`missing_outputs`, `deadline_exceeded`,
+    `model_refused`, `transient_model_error`, ...); `retryable` says whether a retry may help.
+    """
+
+    type: str
+    message: str
+    retryable: bool = False
+
+
+class Provenance(Contract):
+    """Enough to tell which program produced a result, and whether it is stale."""
+
+    analyzer_version: str
+    model: str | None = None
+    prompt_hash: str | None = Field(default=None, description="sha256 of the prompt prefix.")
+    transcript_hash: str | None = Field(default=None, description="sha256 of the conversation.")
+    posthoc_version: str | None = None
+
+
+class Timings(Contract):
+    """When the run happened and where its time went."""
+
+    started_at: AwareDatetime
+    finished_at: AwareDatetime
+    model_seconds: NonNegativeFloat = 0.0
+    tool_seconds: NonNegativeFloat = 0.0
+
+    @property
+    def duration_seconds(self) -> float:
+        """Wall-clock time of the run."""
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class AnalysisResult(Contract):
+    """The outcome of one analyzer run on one conversation."""
+
+    run_id: str
+    conversation_id: str
+    tenant_id: str | None = None
+    analyzer: str
+    analyzer_version: str
+    status: RunStatus
+    outputs: dict[str, list[RecordedOutput]] = Field(
+        default_factory=dict,
+        description="Recorded values by output name; an output of cardinality one has at most one.",
+    )
+    trace: list[ToolCallRecord] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    cost: Cost = Field(default_factory=Cost)
+    model: str | None = None
+    model_turns: NonNegativeInt = 0
+    timings: Timings | None = None
+    truncated: bool = Field(
+        default=False, description="True when the conversation was too long to read whole."
+    )
+    skip_reason: str | None = None
+    error: RunError | None = None
+    provenance: Provenance | None = None
+
+    @model_validator(mode="after")
+    def _status_matches_details(self) -> AnalysisResult:
+        if (self.status == "failed") != (self.error is not None):
+            raise ValueError("a failed result has an error, and only a failed one")
+        if (self.status == "skipped") != (self.skip_reason is not None):
+            raise ValueError("a skipped result has a skip_reason, and only a skipped one")
+        return self

@@ -1,0 +1,1 @@
+"""posthoc worker."""
