@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -233,8 +234,32 @@ def _schema_problems(
                 loc, "json-schema-valid", f"not a valid JSON Schema at {where}: {exc.message}"
             )
         ]
+    mistyped = list(_mistyped_enums(schema, ()))
+    if mistyped:
+        where, value = mistyped[0]
+        return [
+            owner.problem(
+                loc,
+                "json-schema-enum-type",
+                f"enum value {value!r} at {where} is not a string although the type is string; "
+                "YAML reads unquoted yes/no/on/off as booleans, so quote them",
+            )
+        ]
     if require_object and schema.get("type") != "object":
         return [
             owner.problem(loc, "json-schema-object", "a tool's input_schema must have type: object")
         ]
     return []
+
+
+def _mistyped_enums(schema: object, path: tuple[str, ...]) -> Iterator[tuple[str, object]]:
+    if isinstance(schema, dict):
+        if schema.get("type") == "string":
+            for value in schema.get("enum") or []:
+                if not isinstance(value, str):
+                    yield "/".join(path) or "(root)", value
+        for key, child in schema.items():
+            yield from _mistyped_enums(child, (*path, str(key)))
+    elif isinstance(schema, list):
+        for index, child in enumerate(schema):
+            yield from _mistyped_enums(child, (*path, str(index)))

@@ -16,7 +16,13 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from analyzers.sourcemap import Document, SourceError, SourceMap, parse_documents
+from analyzers.sourcemap import (
+    Document,
+    SourceError,
+    SourceMap,
+    parse_documents,
+    parse_documents_lenient,
+)
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure
@@ -122,15 +128,16 @@ def load_definition_file(path: Path) -> DefinitionSet:
     loaded = DefinitionSet()
     file = str(path)
     try:
-        documents = list(parse_documents(path.read_text(encoding="utf-8")))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         loaded.problems.append(Problem(file, None, "(file)", "file-readable", str(exc)))
         return loaded
-    except SourceError as exc:
-        loaded.problems.append(Problem(file, exc.line, "(file)", "yaml-syntax", str(exc)))
-        return loaded
-    for document in documents:
-        _load_definition(file, document, loaded)
+    for document in parse_documents_lenient(text):
+        if isinstance(document, SourceError):
+            rule = "yaml-duplicate-key" if "appears twice" in str(document) else "yaml-syntax"
+            loaded.problems.append(Problem(file, document.line, "(file)", rule, str(document)))
+        else:
+            _load_definition(file, document, loaded)
     return loaded
 
 
@@ -207,7 +214,8 @@ def _load_conversation(file: str, text: str, first_line: int, loaded: Definition
     try:
         conversation = Conversation.model_validate(data)
     except ValidationError as exc:
-        loaded.problems += validation_problems(exc, file, data, source_map)
+        # Conversation values are customer data: problems name the field, never echo the value.
+        loaded.problems += validation_problems(exc, file, data, source_map, echo_input=False)
         return
     loaded.conversations.append(Sourced(conversation, file, data, source_map))
 
@@ -226,7 +234,7 @@ def _json_source_map(text: str, first_line: int) -> SourceMap:
 
 
 def validation_problems(
-    error: ValidationError, file: str, data: Any, source_map: SourceMap
+    error: ValidationError, file: str, data: Any, source_map: SourceMap, *, echo_input: bool = True
 ) -> list[Problem]:
     """Turn a pydantic error into one located problem per error (and per broken rule)."""
     problems: list[Problem] = []
@@ -234,35 +242,39 @@ def validation_problems(
         loc = tuple(detail["loc"])
         if detail["type"] == RULE_VIOLATIONS:
             for violation in detail["ctx"]["violations"]:
-                full = (*loc, *violation["loc"])
+                # Rule locations are plain paths; only pydantic's own part carries union tags.
+                full = (*_untagged(loc), *violation["loc"])
                 problems.append(
                     Problem(
                         file,
                         source_map.line_of(data, full),
-                        render_loc(_untagged(full)),
+                        render_loc(full),
                         violation["rule"],
                         violation["message"],
                     )
                 )
         else:
+            path = _untagged(loc)
             problems.append(
                 Problem(
                     file,
-                    source_map.line_of(data, loc),
-                    render_loc(_untagged(loc)),
+                    source_map.line_of(data, path),
+                    render_loc(path),
                     detail["type"],
-                    _message(detail),
+                    _message(detail, echo_input=echo_input),
                 )
             )
     return problems
 
 
-def _message(detail: Any) -> str:
+def _message(detail: Any, *, echo_input: bool) -> str:
     message = str(detail["msg"])
     if message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     if detail["type"] in {"missing", "extra_forbidden"}:
         return message.lower()
+    if not echo_input:
+        return message
     return f"{message} (got {_short(detail.get('input'))})"
 
 

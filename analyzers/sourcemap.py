@@ -33,29 +33,21 @@ class SourceMap:
     def line_of(self, data: Any, loc: Loc) -> int | None:
         """The line of the deepest part of `loc` that exists in `data`.
 
-        Pydantic locations may contain union tags (`tool`, `HttpTool`) that are not keys of the
-        data, or that are also keys (a tool step's `tool`); the deepest path through the data
-        that follows `loc` in order wins, so the line is that of the nearest real value.
+        `loc` must be a path of keys and indices (strip pydantic's union tags first); a part
+        that does not exist (a missing field) leaves the line at its parent.
         """
-        path = _deepest_path(data, loc)
-        while path not in self.lines and path:
-            path = path[:-1]
-        return self.lines.get(path)
-
-
-def _deepest_path(node: Any, loc: Loc) -> Loc:
-    if not loc:
-        return ()
-    part, rest = loc[0], loc[1:]
-    skipped = _deepest_path(node, rest)
-    if (isinstance(node, dict) and part in node) or (
-        isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-    ):
-        child = node[part]
-    else:
-        return skipped
-    descended = (part, *_deepest_path(child, rest))
-    return descended if len(descended) >= len(skipped) else skipped
+        best = self.lines.get(())
+        path: tuple[str | int, ...] = ()
+        node = data
+        for part in loc:
+            in_mapping = isinstance(node, dict) and part in node
+            in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+            if not (in_mapping or in_list):
+                break
+            node = node[part]
+            path = (*path, part)
+            best = self.lines.get(path, best)
+        return best
 
 
 @dataclass(frozen=True)
@@ -68,7 +60,11 @@ class Document:
 
 
 def parse_documents(text: str) -> Iterator[Document]:
-    """Every document in a YAML stream (`---` separated), with line maps."""
+    """Every non-empty document in a YAML stream (`---` separated), with line maps.
+
+    A syntax error stops the stream (nothing after it can be trusted); a problem inside one
+    document (a repeated key) is raised for that document only, after the documents before it.
+    """
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
@@ -77,19 +73,44 @@ def parse_documents(text: str) -> Iterator[Document]:
     except yaml.YAMLError as exc:
         raise SourceError(str(exc), None) from exc
     for node in nodes:
-        if node is None:
+        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
             continue
-        source_map = SourceMap()
-        _record_lines(node, (), source_map)
-        constructor = yaml.SafeLoader("")
+        yield _document(node)
+
+
+def parse_documents_lenient(text: str) -> Iterator[Document | SourceError]:
+    """Like `parse_documents`, but a problem in one document is yielded in its place, so the
+    valid documents of the same file are still used."""
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        yield SourceError(_yaml_message(exc), None if mark is None else mark.line + 1)
+        return
+    except yaml.YAMLError as exc:
+        yield SourceError(str(exc), None)
+        return
+    for node in nodes:
+        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
+            continue
         try:
-            data = constructor.construct_document(node)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            raise SourceError(_yaml_message(exc), None if mark is None else mark.line + 1) from exc
-        finally:
-            constructor.dispose()
-        yield Document(data=data, source_map=source_map, start_line=node.start_mark.line + 1)
+            yield _document(node)
+        except SourceError as exc:
+            yield exc
+
+
+def _document(node: yaml.Node) -> Document:
+    source_map = SourceMap()
+    _record_lines(node, (), source_map)
+    constructor = yaml.SafeLoader("")
+    try:
+        data = constructor.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise SourceError(_yaml_message(exc), None if mark is None else mark.line + 1) from exc
+    finally:
+        constructor.dispose()
+    return Document(data=data, source_map=source_map, start_line=node.start_mark.line + 1)
 
 
 def _record_lines(node: yaml.Node, loc: Loc, source_map: SourceMap) -> None:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, Field, NonNegativeInt, StringConstraints, model_validator
 
 from schemas._base import Contract
+from schemas.rules import RuleViolation, raise_if_any
 
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 """An id from the customer's systems: any non-empty text up to 200 characters."""
@@ -124,17 +125,27 @@ class Conversation(Contract):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Conversation:
+        violations = []
         if self.ended_at < self.started_at:
-            raise ValueError(
-                f"ended_at ({self.ended_at.isoformat()}) is before started_at "
-                f"({self.started_at.isoformat()})"
+            violations.append(
+                RuleViolation(
+                    ("ended_at",),
+                    "ended-after-started",
+                    f"ended_at ({self.ended_at.isoformat()}) is before started_at "
+                    f"({self.started_at.isoformat()})",
+                )
             )
         for position, event in enumerate(self.events):
             if event.turn_index is not None and event.turn_index >= len(self.turns):
-                raise ValueError(
-                    f"events[{position}].turn_index is {event.turn_index} but the conversation "
-                    f"has {len(self.turns)} turn(s) (turn numbers start at 0)"
+                violations.append(
+                    RuleViolation(
+                        ("events", position, "turn_index"),
+                        "turn-index-in-range",
+                        f"turn_index is {event.turn_index} but the conversation has "
+                        f"{len(self.turns)} turn(s), numbered from 0",
+                    )
                 )
+        raise_if_any(violations)
         return self
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 
-class SchemaName(str, Enum):
+class SchemaName(StrEnum):
     """Contracts whose JSON Schema `posthoc schema` prints."""
 
     conversation = "conversation"

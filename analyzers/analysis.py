@@ -1,0 +1,294 @@
+"""`analyzers.run`, defined here: one analyzer on one conversation to an `AnalysisResult`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from analyzers.conversation_tools import builtin_tools, render_turn
+from analyzers.errors import PermanentModelError, RunFailed
+from analyzers.http_tools import HttpToolRunner
+from analyzers.model import ModelClient, ModelRequest
+from analyzers.model_profiles import profile_for
+from analyzers.output_tools import OutputRecorder
+from analyzers.procedure_runner import (
+    DecideConditionTool,
+    ProcedureRunner,
+    ProcedureState,
+    ProvideParametersTool,
+)
+from analyzers.prompt import (
+    FIRST_TURNS_KEPT,
+    ConversationView,
+    brief,
+    estimate_tokens,
+    render_conversation,
+    sha256_json,
+    system_blocks,
+)
+from analyzers.runtime import ContextOverflow, RunOptions, Session, output_tools
+from analyzers.tools import JSON, ReadCoverage, Tool
+from analyzers.triggers import procedure_applies
+from schemas.analyzer import AnalyzerSpec
+from schemas.conversation import Conversation
+from schemas.procedure import Procedure
+from schemas.result import AnalysisResult, Provenance, RunError, Timings
+from schemas.usage import Cost, Usage
+
+POSTHOC_VERSION = "0.1.0"
+PROMPT_RESERVE_TOKENS = 24_000
+"""Room left beside the conversation for instructions, tools and the agent's own tool loop."""
+CHEAP_CHECK_SHARE = 0.5
+"""Below this share of the limit (by a conservative estimate) tokens are not counted."""
+
+
+async def run(
+    spec: AnalyzerSpec,
+    conversation: Conversation,
+    *,
+    model: ModelClient,
+    procedures: Sequence[Procedure] = (),
+    companions: Sequence[AnalyzerSpec] = (),
+    options: RunOptions | None = None,
+) -> AnalysisResult:
+    """Run the procedural agent `spec` on `conversation` and return its result.
+
+    `procedures` are the candidates for the names `spec` lists (the caller resolves them by
+    tenant); only approved ones whose trigger matches the conversation are used. `companions`
+    are the other analyzers that will run on the same conversation: their tools are listed too
+    (not callable) so every analyzer of the conversation shares one cached prompt prefix.
+
+    A run that cannot succeed returns a `failed` result with the reason. Transient model
+    failures (rate limits, overload, timeouts) raise `TransientModelError` so the caller can
+    retry the run later.
+    """
+    options = options or RunOptions()
+    started_at = options.now()
+    session: Session | None = None
+    error: RunError | None = None
+    # The second attempt only happens when the model reports that the prompt overflowed its
+    # context window: it then reads a smaller window of the conversation.
+    for keep_last in (None, max(len(conversation.turns) // 4, 8)):
+        try:
+            view = await _choose_view(spec, conversation, model, options, keep_last)
+            session, state = _open_session(spec, conversation, model, companions, view, options)
+            await _drive(session, state, spec, conversation, procedures)
+        except ContextOverflow:
+            error = RunError(
+                type="context_window_exceeded",
+                message="the prompt did not fit the model's context window, even with the "
+                "conversation windowed",
+            )
+            continue
+        except RunFailed as exc:
+            error = RunError(type=exc.reason, message=str(exc))
+        except PermanentModelError as exc:
+            error = RunError(type="model_error", message=str(exc))
+        else:
+            error = None
+        break
+    return _result(spec, conversation, session, options, started_at, error)
+
+
+def _select_procedures(
+    spec: AnalyzerSpec, conversation: Conversation, procedures: Sequence[Procedure]
+) -> list[Procedure]:
+    """The newest applicable version of each procedure the analyzer names, in its order."""
+    chosen = []
+    for name in spec.procedures:
+        candidates = [
+            p for p in procedures if p.name == name and procedure_applies(p, conversation).applies
+        ]
+        if candidates:
+            chosen.append(max(candidates, key=lambda p: p.version))
+    return chosen
+
+
+def _open_session(
+    spec: AnalyzerSpec,
+    conversation: Conversation,
+    model: ModelClient,
+    companions: Sequence[AnalyzerSpec],
+    view: ConversationView,
+    options: RunOptions,
+) -> tuple[Session, ProcedureState]:
+    recorder = OutputRecorder(spec.outputs, len(conversation.turns))
+    coverage = ReadCoverage(len(conversation.turns))
+    for shown in view.shown(len(conversation.turns)):
+        if len(shown):
+            coverage.mark(shown.start, shown.stop - 1)
+    state = ProcedureState()
+    everyone = [spec, *companions]
+    tools: dict[str, Tool] = {}
+    for analyzer in everyone:
+        for tool in builtin_tools([t for t in analyzer.tools if isinstance(t, str)]):
+            tools[tool.name] = tool
+        for http_tool in analyzer.http_tools():
+            tools.setdefault(http_tool.name, HttpToolRunner(http_tool))
+    for tool in output_tools(spec, companions, recorder):
+        tools[tool.name] = tool
+    allowed = {*spec.tool_names(), *(o.tool_name for o in spec.outputs)}
+    if any(analyzer.procedures for analyzer in everyone):
+        # Listed whenever any analyzer of the conversation has procedures, so the tool list
+        # (the start of the cached prefix) is the same for all of them.
+        procedure_tools: list[Tool] = [ProvideParametersTool(state), DecideConditionTool(state)]
+        tools.update({tool.name: tool for tool in procedure_tools})
+        if spec.procedures:
+            allowed |= {tool.name for tool in procedure_tools}
+    system = system_blocks(render_conversation(conversation, view), cache_ttl=options.cache_ttl)
+    session = Session(
+        spec,
+        conversation,
+        model=model,
+        system=system,
+        tools=list(tools.values()),
+        allowed=allowed,
+        recorder=recorder,
+        coverage=coverage,
+        options=options,
+        view=view,
+    )
+    return session, state
+
+
+async def _drive(
+    session: Session,
+    state: ProcedureState,
+    spec: AnalyzerSpec,
+    conversation: Conversation,
+    procedures: Sequence[Procedure],
+) -> None:
+    chosen = _select_procedures(spec, conversation, procedures)
+    free_form = [p for p in chosen if p.form == "free_form"]
+    structured = [p for p in chosen if p.form == "structured"]
+    pending: list[JSON] = [_text(brief(spec, free_form, structured, spec.tool_names()))]
+    for procedure in structured:
+        pending = await ProcedureRunner(session, procedure, state).run(pending)
+    pending.append(_text("Now record your outputs with the record_* tools, then end your turn."))
+    await session.converse(pending)
+    for _nudge in range(spec.model.max_nudges):
+        missing = session.recorder.missing_required()
+        if not missing:
+            break
+        names = ", ".join(output.tool_name for output in missing)
+        await session.converse(
+            [
+                _text(
+                    f"You have not recorded these required outputs yet: {names}. Record them "
+                    "now; if the conversation does not let you tell, record them as unknown "
+                    "with the reason."
+                )
+            ]
+        )
+    missing = session.recorder.missing_required()
+    if missing:
+        raise RunFailed(
+            "missing_outputs",
+            f"the model ended without recording required output(s) "
+            f"{[output.name for output in missing]} after {spec.model.max_nudges} reminder(s)",
+        )
+
+
+async def _choose_view(
+    spec: AnalyzerSpec,
+    conversation: Conversation,
+    model: ModelClient,
+    options: RunOptions,
+    keep_last: int | None,
+) -> ConversationView:
+    """Show the whole conversation when it fits; else its opening and as much of its end as fits.
+
+    A conservative estimate decides cheaply for most conversations; near the limit the model's
+    own token count decides.
+    """
+    turn_count = len(conversation.turns)
+    if keep_last is not None:
+        return _window(turn_count, keep_last)
+    model_id = spec.model.id or options.default_model
+    limit = spec.model.max_input_tokens or (
+        profile_for(model_id).context_window - spec.model.max_tokens - PROMPT_RESERVE_TOKENS
+    )
+    whole = render_conversation(conversation, ConversationView())
+    if estimate_tokens(whole) <= limit * CHEAP_CHECK_SHARE:
+        return ConversationView()
+    counted = await model.count_tokens(
+        ModelRequest(
+            model=model_id,
+            max_tokens=spec.model.max_tokens,
+            system=[_text(whole)],
+            messages=[{"role": "user", "content": "."}],
+        )
+    )
+    if counted <= limit:
+        return ConversationView()
+    tokens_per_char = counted / max(len(whole), 1)
+    turn_costs = [
+        len(render_turn(index, turn)) * tokens_per_char + 1
+        for index, turn in enumerate(conversation.turns)
+    ]
+    fixed = counted - sum(turn_costs)
+    budget = limit - fixed - sum(turn_costs[:FIRST_TURNS_KEPT])
+    kept = 0
+    for cost in reversed(turn_costs[FIRST_TURNS_KEPT:]):
+        if budget < cost:
+            break
+        budget -= cost
+        kept += 1
+    return _window(turn_count, max(kept, 1))
+
+
+def _window(turn_count: int, keep_last: int) -> ConversationView:
+    first = min(FIRST_TURNS_KEPT, turn_count)
+    hidden_to = max(turn_count - keep_last, first)
+    if hidden_to <= first:
+        return ConversationView()
+    return ConversationView(hidden_from=first, hidden_to=hidden_to)
+
+
+def _result(
+    spec: AnalyzerSpec,
+    conversation: Conversation,
+    session: Session | None,
+    options: RunOptions,
+    started_at: datetime,
+    error: RunError | None,
+) -> AnalysisResult:
+    model_id = spec.model.id or options.default_model
+    # Honest truncation: part of the conversation was left out of the prompt and the agent did
+    # not read it through its tools either.
+    truncated = bool(
+        session is not None and session.view.windowed and not session.context.coverage.complete
+    )
+    return AnalysisResult(
+        run_id=options.run_id,
+        conversation_id=conversation.conversation_id,
+        tenant_id=conversation.tenant_id,
+        analyzer=spec.name,
+        analyzer_version=spec.version,
+        status="failed" if error else "succeeded",
+        outputs=dict(session.recorder.recorded) if session and not error else {},
+        trace=list(session.trace) if session else [],
+        usage=session.usage if session else Usage(),
+        cost=session.cost if session else Cost(),
+        model=model_id,
+        model_turns=session.model_turns if session else 0,
+        timings=Timings(
+            started_at=started_at,
+            finished_at=options.now(),
+            model_seconds=session.model_seconds if session else 0.0,
+            tool_seconds=session.tool_seconds if session else 0.0,
+        ),
+        truncated=truncated,
+        error=error,
+        provenance=Provenance(
+            analyzer_version=spec.version,
+            model=model_id,
+            prompt_hash=session.prompt_hash() if session else None,
+            transcript_hash=sha256_json(conversation.model_dump(mode="json")),
+            posthoc_version=POSTHOC_VERSION,
+        ),
+    )
+
+
+def _text(text: str) -> JSON:
+    return {"type": "text", "text": text}

@@ -1,0 +1,213 @@
+"""Output-recording tools: how an agent hands over its structured results.
+
+Each `OutputSpec` becomes a tool `record_<name>` whose input wraps the output's value schema with
+the evidence (turn numbers) and the `unknown` answer. The API can enforce the schema (`strict`)
+only for a subset of JSON Schema, so every input is re-validated here and problems go back to the
+model as an error tool_result that lists them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from analyzers.tools import JSON, ToolContext, ToolKind, ToolOutcome
+from schemas.analyzer import OutputSpec
+from schemas.result import RecordedOutput
+
+# Keywords the Messages API's strict tool mode accepts (reference/anthropic-api.md section 2).
+_STRICT_KEYWORDS = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "enum",
+        "const",
+        "anyOf",
+        "allOf",
+        "$ref",
+        "$defs",
+        "description",
+        "title",
+        "format",
+        "default",
+    }
+)
+_STRICT_FORMATS = frozenset(
+    {"date-time", "time", "date", "duration", "email", "hostname", "uri", "ipv4", "ipv6", "uuid"}
+)
+
+
+def strict_compatible(schema: Any) -> bool:
+    """Whether the API can enforce `schema` itself with `strict: true`."""
+    if isinstance(schema, list):
+        return all(strict_compatible(item) for item in schema)
+    if not isinstance(schema, dict):
+        return True
+    is_object = schema.get("type") == "object" or "properties" in schema
+    own_rules_ok = (
+        not set(schema) - _STRICT_KEYWORDS
+        and schema.get("format", "date") in _STRICT_FORMATS
+        and (not is_object or schema.get("additionalProperties", True) is False)
+    )
+    children = [
+        *(schema.get("properties") or {}).values(),
+        *(schema.get("$defs") or {}).values(),
+        *(schema[key] for key in ("items", "anyOf", "allOf") if key in schema),
+    ]
+    return own_rules_ok and all(strict_compatible(child) for child in children)
+
+
+def recording_schema(output: OutputSpec) -> JSON:
+    """The input schema of `record_<name>`: the value, or unknown, plus evidence turns."""
+    value_schema = copy.deepcopy(output.value_schema())
+    definitions = value_schema.pop("$defs", None)
+    schema: JSON = {
+        "type": "object",
+        "properties": {
+            "value": value_schema,
+            "unknown": {
+                "type": "boolean",
+                "description": "true only when the conversation does not let you tell; "
+                "then leave out value and give unknown_reason.",
+            },
+            "unknown_reason": {
+                "type": "string",
+                "description": "Why the answer cannot be told from the conversation.",
+            },
+            "evidence_turns": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "description": "Numbers of the transcript turns this rests on, as shown in [n].",
+            },
+        },
+        "required": ["evidence_turns"],
+        "additionalProperties": False,
+    }
+    if definitions:
+        schema["$defs"] = definitions
+    return schema
+
+
+@dataclass
+class OutputRecorder:
+    """Collects recorded outputs for one run and validates each recording."""
+
+    outputs: list[OutputSpec]
+    turn_count: int
+    recorded: dict[str, list[RecordedOutput]] = field(default_factory=dict)
+    invalid_attempts: int = 0
+
+    def __post_init__(self) -> None:
+        self._validators = {
+            output.name: Draft202012Validator(recording_schema(output)) for output in self.outputs
+        }
+
+    def missing_required(self) -> list[OutputSpec]:
+        """Required outputs that have not been recorded yet."""
+        return [o for o in self.outputs if o.required and not self.recorded.get(o.name)]
+
+    def record(self, output: OutputSpec, arguments: JSON) -> ToolOutcome:
+        """Validate and keep one recording, or explain to the model what to fix."""
+        problems = self._problems(output, arguments)
+        if problems:
+            self.invalid_attempts += 1
+            listing = "\n".join(f"- {problem}" for problem in problems)
+            return ToolOutcome(
+                f"Not recorded: the input of {output.tool_name} has {len(problems)} problem(s):\n"
+                f"{listing}\nFix them and call {output.tool_name} again.",
+                is_error=True,
+            )
+        unknown = bool(arguments.get("unknown", False))
+        value = RecordedOutput(
+            value=None if unknown else arguments.get("value"),
+            unknown=unknown,
+            unknown_reason=arguments.get("unknown_reason") if unknown else None,
+            evidence_turns=sorted(set(arguments.get("evidence_turns", []))),
+        )
+        existing = self.recorded.setdefault(output.name, [])
+        if output.cardinality == "one" and existing:
+            existing[:] = [value]
+            return ToolOutcome(f"Recorded {output.name}, replacing the earlier value.")
+        existing.append(value)
+        return ToolOutcome(f"Recorded {output.name} ({len(existing)} so far).")
+
+    def _problems(self, output: OutputSpec, arguments: JSON) -> list[str]:
+        problems = [
+            f"{_path(error.absolute_path)}: {error.message}"
+            for error in sorted(
+                self._validators[output.name].iter_errors(arguments), key=lambda e: e.path
+            )
+        ]
+        unknown = arguments.get("unknown") is True
+        if unknown and "value" in arguments and arguments["value"] is not None:
+            problems.append("value: leave it out when unknown is true")
+        if unknown and not arguments.get("unknown_reason"):
+            problems.append("unknown_reason: say why the answer cannot be told")
+        if not unknown and "value" not in arguments:
+            problems.append("value: required unless unknown is true")
+        out_of_range = [
+            turn
+            for turn in arguments.get("evidence_turns", [])
+            if isinstance(turn, int) and not 0 <= turn < self.turn_count
+        ]
+        if out_of_range:
+            problems.append(
+                f"evidence_turns: {out_of_range} are not turn numbers of this conversation "
+                f"(0 to {self.turn_count - 1})"
+            )
+        return problems
+
+
+def _path(parts: Any) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(input)"
+
+
+@dataclass(frozen=True)
+class OutputTool:
+    """The `record_<name>` tool of one output, bound to the run's recorder."""
+
+    output: OutputSpec
+    recorder: OutputRecorder | None
+
+    @property
+    def name(self) -> str:
+        """`record_<output name>`."""
+        return self.output.tool_name
+
+    @property
+    def kind(self) -> ToolKind:
+        """Output tools are traced as `output`."""
+        return "output"
+
+    def definition(self) -> JSON:
+        """The tool definition; strict when the API can enforce the whole schema."""
+        schema = recording_schema(self.output)
+        many = (
+            "Call it once per item."
+            if self.output.cardinality == "many"
+            else ("Call it once; a second call replaces the first.")
+        )
+        definition: JSON = {
+            "name": self.name,
+            "description": f"Record the output '{self.output.name}': {self.output.description} "
+            f"{many}",
+            "input_schema": schema,
+        }
+        if strict_compatible(schema):
+            definition["strict"] = True
+        return definition
+
+    async def call(self, arguments: JSON, context: ToolContext) -> ToolOutcome:
+        """Record the value (validated) for this run."""
+        if self.recorder is None:
+            return ToolOutcome(f"{self.name} is not an output of this analyzer.", is_error=True)
+        return self.recorder.record(self.output, arguments)

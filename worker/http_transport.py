@@ -1,0 +1,141 @@
+"""The edge that really sends HTTP tool requests: `HttpxTransport`, over `httpx2`.
+
+It implements `analyzers.tools.HttpTransport`. The runtime has already decided the request may
+be sent (allowed host, https); this module only sends it, and translates httpx2's exceptions into
+the two the protocol promises: `TimeoutError` and `OSError`.
+
+Redirects are not followed (a 3xx comes back as it is), so a request never ends up at a host the
+tool did not allow. Cookies are never kept between requests: one client serves every analyzer and
+tenant of the worker, and a cookie set by one tool's API must not ride along on another's call.
+The environment's proxy and netrc settings are ignored unless asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from types import TracebackType
+from typing import Any
+
+import httpx2
+
+from analyzers.tools import HttpRequest, HttpResponse
+
+MAX_RESPONSE_BYTES = 2_000_000
+"""A body is read up to this size; the tool shows the model far less anyway."""
+
+USER_AGENT = "posthoc-http-tool"
+
+
+class HttpxTransport:
+    """Sends HTTP tool requests with one shared `httpx2.AsyncClient`.
+
+    :param max_connections: connections open at once, over all hosts.
+    :param max_keepalive_connections: idle connections kept for reuse.
+    :param max_response_bytes: how much of a response body is read; the rest is dropped.
+    :param trust_env: honour `HTTP(S)_PROXY`, `NO_PROXY`, `SSL_CERT_FILE` and `.netrc`.
+    :param transport: an `httpx2` transport to send through instead of the network (tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 20,
+        max_keepalive_connections: int = 10,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        trust_env: bool = False,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._max_response_bytes = max_response_bytes
+        self._client = httpx2.AsyncClient(
+            follow_redirects=False,
+            limits=httpx2.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_keepalive_connections,
+            ),
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+            headers={"user-agent": USER_AGENT},
+            trust_env=trust_env,
+            transport=transport,
+        )
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        """Send `request`; raise `TimeoutError` or `OSError` when it cannot be completed.
+
+        `request.timeout_seconds` bounds the whole exchange, body included, not just each read.
+        """
+        timeout = request.timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._exchange(request)
+        except (TimeoutError, httpx2.TimeoutException):
+            raise TimeoutError(f"no complete answer within {timeout:g} s") from None
+        except (httpx2.RequestError, httpx2.InvalidURL) as exc:
+            # `from None`: httpx2's exception holds the request, headers (and secrets) included.
+            raise OSError(f"{type(exc).__name__}: {exc}") from None
+
+    async def aclose(self) -> None:
+        """Close every pooled connection. The transport cannot be used afterwards."""
+        await self._client.aclose()
+
+    async def __aenter__(self) -> HttpxTransport:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _exchange(self, request: HttpRequest) -> HttpResponse:
+        async with self._client.stream(
+            request.method,
+            request.url,
+            headers=dict(request.headers),
+            json=request.body,
+            timeout=httpx2.Timeout(request.timeout_seconds),
+        ) as response:
+            raw, cut = await self._read_capped(response)
+            return HttpResponse(status=response.status_code, body=_decode(response, raw, cut))
+
+    async def _read_capped(self, response: httpx2.Response) -> tuple[bytes, bool]:
+        """The body up to `max_response_bytes`, and whether it was cut there."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self._max_response_bytes:
+                return b"".join(chunks)[: self._max_response_bytes], True
+        return b"".join(chunks), False
+
+
+def _decode(response: httpx2.Response, raw: bytes, cut: bool) -> Any:
+    """JSON when the content type says so (and it parses), else text."""
+    text = raw.decode(_charset(response), errors="replace")
+    if cut:
+        return text + f"…(response cut at {len(raw)} bytes)"
+    if _is_json(response.headers.get("content-type", "")) and text.strip():
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _charset(response: httpx2.Response) -> str:
+    charset = response.charset_encoding or "utf-8"
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        return "utf-8"
+    return charset

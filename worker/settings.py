@@ -1,0 +1,86 @@
+"""The one settings object. Built once at the edge (CLI, Celery app); nothing below reads the
+environment. Every field can be set as `POSTHOC_<FIELD>`; the Anthropic SDK's own
+`ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL` are honoured too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA_DIR = Path("posthoc-data")
+SECRET_PREFIX = "POSTHOC_SECRET_"  # noqa: S105 - a name prefix, not a secret
+
+
+class Settings(BaseSettings):
+    """How a posthoc process runs. Defaults run everything embedded in `./posthoc-data`."""
+
+    model_config = SettingsConfigDict(env_prefix="POSTHOC_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        default=f"sqlite:///{DATA_DIR}/posthoc.sqlite3",
+        description="The ledger: a SQLite file (embedded) or postgresql+psycopg://...",
+    )
+    broker_url: str = Field(
+        default=f"sqla+sqlite:///{DATA_DIR}/broker.sqlite3",
+        description="Celery broker: redis://..., amqp://... or the embedded SQLite queue.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for the fleet-wide model rate limit; defaults to a redis:// broker.",
+    )
+    concurrency: int = Field(default=200, ge=1, le=2000, description="Analyses in flight.")
+    model: str = Field(default="claude-sonnet-5-5", description="Default model id.")
+    analyzer_dirs: list[Path] = Field(default_factory=list)
+    procedure_dirs: list[Path] = Field(default_factory=list)
+    builtin_analyzers: bool = Field(default=True, description="Load the built-in analyzers.")
+    lease_seconds: int = Field(default=120, ge=10, description="A claimed run's lease.")
+    heartbeat_seconds: int = Field(default=30, ge=1, description="How often leases renew.")
+    max_attempts: int = Field(default=5, ge=1, description="Attempts before a run dead-letters.")
+    sweep_interval_seconds: int = Field(default=60, ge=1)
+    stale_queued_seconds: int = Field(
+        default=300, ge=1, description="Re-enqueue queued runs nobody claimed for this long."
+    )
+    retry_base_seconds: float = Field(default=10.0, gt=0)
+    retry_max_seconds: float = Field(default=900.0, gt=0)
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Fleet-wide model requests per minute, per model."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Fleet-wide input tokens per minute, per model."
+    )
+    visibility_timeout_seconds: int = Field(
+        default=3600, ge=60, description="Redis broker: when an unacked message is redelivered."
+    )
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("POSTHOC_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+    )
+    anthropic_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("POSTHOC_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL"),
+    )
+
+    @property
+    def rate_limit_redis_url(self) -> str | None:
+        """Where the shared rate limit lives: `redis_url`, else a Redis broker, else nowhere."""
+        if self.redis_url:
+            return self.redis_url
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
+
+
+def tool_secrets(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Secrets for HTTP tools: `POSTHOC_SECRET_CRM_TOKEN` is `{{secrets.CRM_TOKEN}}`."""
+    source = os.environ if environ is None else environ
+    return {
+        name.removeprefix(SECRET_PREFIX): value
+        for name, value in source.items()
+        if name.startswith(SECRET_PREFIX)
+    }
