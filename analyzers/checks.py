@@ -75,13 +75,14 @@ def _unique_names(definitions: DefinitionSet) -> list[Problem]:
     for procedure in definitions.procedures:
         key = (procedure.value.tenant_id, procedure.value.name, procedure.value.version)
         if key in first_procedure:
-            earlier = first_procedure[key]
+            earlier_procedure = first_procedure[key]
             problems.append(
                 procedure.problem(
                     ("version",),
                     "procedure-version-unique",
                     f"procedure {key[1]!r} version {key[2]} for tenant {key[0]!r} "
-                    f"is also defined in {earlier.file}:{earlier.line_of(('name',))}",
+                    f"is also defined in {earlier_procedure.file}:"
+                    f"{earlier_procedure.line_of(('name',))}",
                 )
             )
         else:

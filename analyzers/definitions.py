@@ -224,7 +224,9 @@ def _json_source_map(text: str, first_line: int) -> SourceMap:
     # JSON is (nearly) YAML, so the YAML composer can tell where each value is. If it cannot,
     # problems are still reported, at the first line.
     try:
-        document = next(parse_documents(text), None)
+        # PyYAML refuses tab indentation, which JSON allows; in JSON a raw tab can only be
+        # whitespace, so spaces keep every line where it was.
+        document = next(parse_documents(text.replace("\t", " ")), None)
     except SourceError:
         document = None
     if document is None:

@@ -19,9 +19,43 @@ import cel
 from schemas.conversation import Conversation
 from schemas.templates import strip_braces
 
-# Variables bound by CEL's comprehension macros (`turns.exists(t, t.role == "user")` binds `t`);
-# the engine reports them as variables, but they need no binding from us.
-_BOUND_BY_MACRO = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
+# Variables bound by CEL's comprehension macros (`turns.exists(t, t.role == "user")` binds `t`
+# inside the macro's parentheses); the engine reports them as variables, but they need no
+# binding from us as long as they are only used inside their macro.
+_MACRO = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
+_STRING_LITERAL = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
+
+STANDARD_FUNCTIONS = frozenset(
+    {
+        "size",
+        "contains",
+        "startsWith",
+        "endsWith",
+        "matches",
+        "int",
+        "uint",
+        "double",
+        "string",
+        "bytes",
+        "timestamp",
+        "duration",
+        "type",
+        "dyn",
+        "has",
+        "getFullYear",
+        "getMonth",
+        "getDate",
+        "getDayOfMonth",
+        "getDayOfWeek",
+        "getDayOfYear",
+        "getHours",
+        "getMinutes",
+        "getSeconds",
+        "getMilliseconds",
+    }
+)
+"""The functions of CEL's standard definitions that the engine provides. Operators (`_==_`)
+and macro internals (`@not_strictly_false`) are allowed too."""
 
 CONVERSATION_VARIABLES = frozenset(
     {
@@ -61,7 +95,7 @@ class Expression:
         """Evaluate against `variables`; any failure becomes an `ExpressionError`."""
         try:
             return self._program.execute(dict(variables))
-        except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+        except (RuntimeError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise ExpressionError(f"expression {self.source!r} failed: {exc}") from exc
 
     def holds(self, variables: Mapping[str, Any]) -> bool:
@@ -85,8 +119,18 @@ def compile_expression(
     except ValueError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else "syntax error"
         raise ExpressionError(f"{source!r} is not valid CEL: {first_line}") from exc
-    bound = set(_BOUND_BY_MACRO.findall(text))
-    free = frozenset(name for name in program.variables() if name not in bound)
+    free = frozenset(program.variables()) - _bound_only_inside_macros(text)
+    unknown_functions = sorted(
+        name
+        for name in program.functions()
+        if name not in STANDARD_FUNCTIONS and name[:1].isalpha()
+    )
+    if unknown_functions:
+        raise ExpressionError(
+            f"{source!r} calls {unknown_functions}, which CEL here does not provide; "
+            f"available: {sorted(STANDARD_FUNCTIONS)} and the macros all, exists, exists_one, "
+            "map, filter"
+        )
     if known is not None:
         unknown = sorted(
             name for name in free if name not in known and not name.startswith("system__")
@@ -96,6 +140,36 @@ def compile_expression(
                 f"{source!r} uses unknown variable(s) {unknown}; available: {sorted(known)}"
             )
     return Expression(source=source, variables=free, _program=program)
+
+
+def _bound_only_inside_macros(text: str) -> set[str]:
+    """Names bound by macros that are not also used outside their macro's parentheses."""
+    blanked = _STRING_LITERAL.sub(lambda m: " " * len(m.group(0)), text)
+    bound: dict[str, list[tuple[int, int]]] = {}
+    for match in _MACRO.finditer(blanked):
+        # The scope covers the macro call itself (where the name is bound) and its body.
+        scope = (match.start(), _closing_paren(blanked, match.end()))
+        bound.setdefault(match.group(1), []).append(scope)
+    names = set()
+    for name, scopes in bound.items():
+        outside = list(blanked)
+        for start, end in scopes:
+            outside[start:end] = " " * (end - start)
+        if not re.search(rf"(?<![\w.]){re.escape(name)}\b", "".join(outside)):
+            names.add(name)
+    return names
+
+
+def _closing_paren(text: str, start: int) -> int:
+    depth = 1
+    for position in range(start, len(text)):
+        if text[position] == "(":
+            depth += 1
+        elif text[position] == ")":
+            depth -= 1
+            if depth == 0:
+                return position
+    return len(text)
 
 
 def conversation_variables(conversation: Conversation) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from analyzers.expressions import ExpressionError, compile_expression, conversation_variables
 from analyzers.runtime import Session, StepContext
-from analyzers.template_fill import TemplateError, fill
+from analyzers.template_fill import TemplateError, fill, fill_text
 from analyzers.tools import JSON, ToolContext, ToolKind, ToolOutcome
 from schemas.procedure import IfStep, InstructionStep, Parameter, Procedure, ToolStep
 from schemas.templates import placeholders, root_name
@@ -188,7 +188,7 @@ class ProcedureRunner:
         self.session.step = StepContext(self.procedure.name, self.order)
         if isinstance(step, InstructionStep):
             optional = " (optional: skip it when it does not apply)" if step.optional else ""
-            await self._turn(f"Step {self.order}{optional}: {step.instruction}")
+            await self._turn(f"Step {self.order}{optional}: {self._filled(step.instruction)}")
             return True
         if isinstance(step, ToolStep):
             return await self._tool_step(step)
@@ -266,7 +266,7 @@ class ProcedureRunner:
         self.state.decision = None
         await self._turn(
             f"Step {self.order}: decide whether this holds for the conversation: "
-            f'"{condition.natural_language}". Call {DECIDE_CONDITION}.'
+            f'"{self._filled(condition.natural_language or "")}". Call {DECIDE_CONDITION}.'
         )
         if self.state.decision is None:
             await self._turn(f"You did not call {DECIDE_CONDITION}. Call it now.")
@@ -274,6 +274,13 @@ class ProcedureRunner:
             self._note(f"Step {self.order}: no decision was given; treated as false.")
             return False
         return self.state.decision[0]
+
+    def _filled(self, text: str) -> str:
+        """`text` with its placeholders filled; a value not known yet stays as written."""
+        try:
+            return fill_text(text, self._scope())
+        except TemplateError:
+            return text
 
     def _scope(self) -> dict[str, Any]:
         conversation = self.session.conversation

@@ -261,7 +261,7 @@ def _http_tool_violations(index: int, tool: HttpTool) -> list[RuleViolation]:
                 f"the host of {tool.url!r} must be written out, not a placeholder",
             )
         )
-    elif host is None or host not in tool.allowed_hosts:
+    elif host is None or host.lower() not in {allowed.lower() for allowed in tool.allowed_hosts}:
         violations.append(
             RuleViolation(
                 ("tools", index, "url"),

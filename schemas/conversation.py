@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field, NonNegativeInt, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    StringConstraints,
+    model_validator,
+)
 
 from schemas._base import Contract
 from schemas.rules import RuleViolation, raise_if_any
@@ -64,6 +71,9 @@ def _keep_unknown_fields(cls: type[Contract], data: Any) -> Any:
 class Turn(Contract):
     """One utterance or message. Its position in `Conversation.turns` is its turn number."""
 
+    # Unknown fields are accepted (and kept in metadata), so the published schema allows them.
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": True})
+
     role: Role
     text: str
     at: AwareDatetime | None = None
@@ -82,6 +92,9 @@ class Event(Contract):
     Tool calls carry their arguments, result, success and duration; when the agent made the call
     while following a procedure, `procedure_name` and `procedure_step_order` say which step.
     """
+
+    # Unknown fields are accepted (and kept in metadata), so the published schema allows them.
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": True})
 
     type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     name: str | None = None
@@ -103,6 +116,9 @@ class Event(Contract):
 
 class Conversation(Contract):
     """A finished conversation between an AI agent and a customer, with its event log."""
+
+    # Unknown fields are accepted (and kept in metadata), so the published schema allows them.
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": True})
 
     conversation_id: Identifier
     tenant_id: Identifier

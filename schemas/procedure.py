@@ -282,8 +282,25 @@ def _name_violations(procedure: Procedure) -> list[RuleViolation]:
         violations.append(
             RuleViolation(("parameters",), "name-unique", f"parameter {name!r} is declared twice")
         )
+    variables = procedure.dynamic_variables
+    for name in sorted({name for name in variables if variables.count(name) > 1}):
+        violations.append(
+            RuleViolation(
+                ("dynamic_variables",), "name-unique", f"dynamic variable {name!r} is listed twice"
+            )
+        )
+    for name in sorted(set(declared) & set(variables)):
+        violations.append(
+            RuleViolation(
+                ("dynamic_variables",),
+                "name-unique",
+                f"{name!r} is both a parameter and a dynamic variable, so {{{{{name}}}}} would be "
+                "ambiguous",
+            )
+        )
     seen_results: dict[str, Loc] = {}
     for loc, step in procedure.walk_steps():
+        violations += _text_placeholder_violations(procedure, loc, step)
         if not isinstance(step, ToolStep):
             continue
         if step.result_name in seen_results:
@@ -307,3 +324,28 @@ def _name_violations(procedure: Procedure) -> list[RuleViolation]:
                     )
                 )
     return violations
+
+
+def _text_placeholder_violations(
+    procedure: Procedure, loc: Loc, step: InstructionStep | ToolStep | IfStep
+) -> list[RuleViolation]:
+    """Placeholders in instructions and natural-language conditions must be in scope too: the
+    runtime fills them before the model reads the step."""
+    texts: list[tuple[Loc, str | None]] = []
+    if isinstance(step, (InstructionStep, ToolStep)):
+        texts.append(((*loc, "instruction"), step.instruction))
+    else:
+        texts.append(((*loc, "if", "natural_language"), step.condition.natural_language))
+    scope = procedure.names_in_scope(loc)
+    return [
+        RuleViolation(
+            where,
+            "template-undeclared",
+            f"placeholder {{{{{path}}}}} is not a declared parameter, a dynamic variable or an "
+            f"earlier step's result (known: {sorted(scope)})",
+        )
+        for where, text in texts
+        if text
+        for path in placeholders(text)
+        if not is_in_scope(root_name(path), scope)
+    ]

@@ -76,6 +76,12 @@ class Timings(Contract):
     model_seconds: NonNegativeFloat = 0.0
     tool_seconds: NonNegativeFloat = 0.0
 
+    @model_validator(mode="after")
+    def _finished_after_started(self) -> Timings:
+        if self.finished_at < self.started_at:
+            raise ValueError("finished_at is before started_at")
+        return self
+
     @property
     def duration_seconds(self) -> float:
         """Wall-clock time of the run."""

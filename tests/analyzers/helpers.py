@@ -77,7 +77,11 @@ def run(
     """Run the real runtime synchronously."""
     return asyncio.run(
         analyzers.run(
-            spec, conv, model=model, procedures=procedures, companions=companions,
+            spec,
+            conv,
+            model=model,
+            procedures=procedures,
+            companions=companions,
             options=options,
         )
     )

@@ -32,17 +32,23 @@ def test_a_long_conversation_keeps_its_opening_and_its_ending() -> None:
     conv = example_conversation("long_technical_support")
     assert len(conv.turns) >= 300
     last = len(conv.turns) - 1
-    model = ScriptedModel([
-        reply(tool_call("record_follow_up", {"value": FOLLOW_UP, "evidence_turns": [last - 5]})),
-        reply(text("Recorded.")),
-    ])
+    model = ScriptedModel(
+        [
+            reply(
+                tool_call("record_follow_up", {"value": FOLLOW_UP, "evidence_turns": [last - 5]})
+            ),
+            reply(text("Recorded.")),
+        ]
+    )
     result = run(small_window(builtin_analyzer("follow_ups")), conv, model)
 
     block = conversation_block(model)
-    assert "[0] " in block and "[3] " in block
+    assert "[0] " in block
+    assert "[3] " in block
     assert f"[{last}] " in block
     assert "[150] " not in block
-    assert "are not shown here" in block and "get_turns" in block
+    assert "are not shown here" in block
+    assert "get_turns" in block
     assert model.token_counts, "near the limit the model's own token count decides"
     assert result.status == "succeeded"
     assert result.truncated is True
@@ -62,11 +68,13 @@ def test_reading_every_hidden_turn_through_tools_is_not_truncated() -> None:
         reply(tool_call("get_turns", {"first": start, "last": min(start + 79, hidden[-1])}))
         for start in range(hidden[0], hidden[-1] + 1, 80)
     ]
-    model = ScriptedModel([
-        *reads,
-        reply(tool_call("record_follow_up", {"value": FOLLOW_UP, "evidence_turns": [300]})),
-        reply(text("Recorded.")),
-    ])
+    model = ScriptedModel(
+        [
+            *reads,
+            reply(tool_call("record_follow_up", {"value": FOLLOW_UP, "evidence_turns": [300]})),
+            reply(text("Recorded.")),
+        ]
+    )
     result = run(small_window(builtin_analyzer("follow_ups")), conv, model)
 
     assert result.status == "succeeded", result.error

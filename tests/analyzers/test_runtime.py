@@ -32,11 +32,13 @@ def with_model(spec: AnalyzerSpec, **changes: object) -> AnalyzerSpec:
 
 def test_records_outputs_and_traces_every_tool_call() -> None:
     """A run that reads, records and ends succeeds with its outputs and a full trace."""
-    model = ScriptedModel([
-        reply(thinking("Read the start."), tool_call("get_turns", {"first": 0, "last": 2})),
-        reply(tool_call("record_follow_up", {"value": FOLLOW_UP, "evidence_turns": [1, 3]})),
-        reply(text("One follow-up recorded.")),
-    ])
+    model = ScriptedModel(
+        [
+            reply(thinking("Read the start."), tool_call("get_turns", {"first": 0, "last": 2})),
+            reply(tool_call("record_follow_up", {"value": FOLLOW_UP, "evidence_turns": [1, 3]})),
+            reply(text("One follow-up recorded.")),
+        ]
+    )
     result = run(builtin_analyzer("follow_ups"), conversation(), model)
 
     assert result.status == "succeeded", result.error
@@ -48,7 +50,8 @@ def test_records_outputs_and_traces_every_tool_call() -> None:
     ]
     assert result.model_turns == 3
     assert result.usage == Usage(input_tokens=300, output_tokens=60)
-    assert result.provenance is not None and result.provenance.prompt_hash
+    assert result.provenance is not None
+    assert result.provenance.prompt_hash
     assert not result.truncated
 
 
@@ -85,11 +88,13 @@ def test_invalid_output_goes_back_to_the_model_naming_each_problem() -> None:
     """Input that breaks the output schema is not recorded; the model gets an error tool_result
     listing the problems, and its corrected call is recorded."""
     bad = {"value": {**FOLLOW_UP, "priority": "sky-high"}, "evidence_turns": [2, 99]}
-    model = ScriptedModel([
-        reply(tool_call("record_follow_up", bad, "toolu_bad")),
-        reply(tool_call("record_follow_up", {"value": FOLLOW_UP, "evidence_turns": [2]})),
-        reply(text("Done.")),
-    ])
+    model = ScriptedModel(
+        [
+            reply(tool_call("record_follow_up", bad, "toolu_bad")),
+            reply(tool_call("record_follow_up", {"value": FOLLOW_UP, "evidence_turns": [2]})),
+            reply(text("Done.")),
+        ]
+    )
     result = run(builtin_analyzer("follow_ups"), conversation(), model)
 
     feedback = model.requests[1].messages[-1]["content"][0]
@@ -105,24 +110,31 @@ def test_invalid_outputs_beyond_the_budget_fail_the_run() -> None:
     """When the model keeps sending invalid input past max_output_retries, the run fails."""
     bad = {"value": {"priority": "nope"}, "evidence_turns": []}
     spec = with_model(builtin_analyzer("follow_ups"), max_output_retries=1)
-    model = ScriptedModel([
-        reply(tool_call("record_follow_up", bad)),
-        reply(tool_call("record_follow_up", bad)),
-    ])
+    model = ScriptedModel(
+        [
+            reply(tool_call("record_follow_up", bad)),
+            reply(tool_call("record_follow_up", bad)),
+        ]
+    )
     result = run(spec, conversation(), model)
 
     assert result.status == "failed"
-    assert result.error is not None and result.error.type == "invalid_outputs"
+    assert result.error is not None
+    assert result.error.type == "invalid_outputs"
     assert result.outputs == {}
 
 
 def test_missing_required_output_is_asked_for_again() -> None:
     """A turn that ends without a required output gets a reminder naming it."""
-    model = ScriptedModel([
-        reply(text("The agent did fine.")),
-        reply(tool_call("record_quality_assessment", {"value": QUALITY, "evidence_turns": [0]})),
-        reply(text("Recorded.")),
-    ])
+    model = ScriptedModel(
+        [
+            reply(text("The agent did fine.")),
+            reply(
+                tool_call("record_quality_assessment", {"value": QUALITY, "evidence_turns": [0]})
+            ),
+            reply(text("Recorded.")),
+        ]
+    )
     result = run(builtin_analyzer("quality"), conversation(), model)
 
     reminder = model.requests[1].messages[-1]["content"][0]["text"]
@@ -138,7 +150,8 @@ def test_missing_required_output_after_every_reminder_fails_the_run() -> None:
     result = run(spec, conversation(), model)
 
     assert result.status == "failed"
-    assert result.error is not None and result.error.type == "missing_outputs"
+    assert result.error is not None
+    assert result.error.type == "missing_outputs"
     assert "quality_assessment" in result.error.message
     assert len(model.requests) == 3
 
@@ -146,29 +159,37 @@ def test_missing_required_output_after_every_reminder_fails_the_run() -> None:
 def test_unknown_is_a_first_class_answer() -> None:
     """An output recorded as unknown, with its reason, satisfies a required output."""
     arguments = {"unknown": True, "unknown_reason": "Call cut after 2 turns.", "evidence_turns": []}
-    model = ScriptedModel([
-        reply(tool_call("record_quality_assessment", arguments)),
-        reply(text("Recorded as unknown.")),
-    ])
+    model = ScriptedModel(
+        [
+            reply(tool_call("record_quality_assessment", arguments)),
+            reply(text("Recorded as unknown.")),
+        ]
+    )
     result = run(builtin_analyzer("quality"), conversation(turns=2), model)
 
     assert result.status == "succeeded"
     recorded = result.outputs["quality_assessment"][0]
-    assert recorded.unknown and recorded.value is None
+    assert recorded.unknown
+    assert recorded.value is None
     assert recorded.unknown_reason == "Call cut after 2 turns."
 
 
 def test_unknown_without_a_reason_is_sent_back() -> None:
     """Unknown must say why; otherwise the model is asked to fix it."""
-    model = ScriptedModel([
-        reply(tool_call("record_quality_assessment", {"unknown": True, "evidence_turns": []})),
-        reply(tool_call("record_quality_assessment", {"value": QUALITY, "evidence_turns": [1]})),
-        reply(text("Done.")),
-    ])
+    model = ScriptedModel(
+        [
+            reply(tool_call("record_quality_assessment", {"unknown": True, "evidence_turns": []})),
+            reply(
+                tool_call("record_quality_assessment", {"value": QUALITY, "evidence_turns": [1]})
+            ),
+            reply(text("Done.")),
+        ]
+    )
     result = run(builtin_analyzer("quality"), conversation(), model)
 
     feedback = model.requests[1].messages[-1]["content"][0]
-    assert feedback["is_error"] and "unknown_reason" in feedback["content"]
+    assert feedback["is_error"]
+    assert "unknown_reason" in feedback["content"]
     assert result.status == "succeeded"
 
 
@@ -189,11 +210,13 @@ def test_max_tokens_never_runs_the_cut_off_tool_call() -> None:
         tool_call("record_follow_up", {"value": {"priority": "urg"}}, "toolu_cut"),
         stop_reason="max_tokens",
     )
-    model = ScriptedModel([
-        cut,
-        reply(tool_call("record_follow_up", {"value": FOLLOW_UP, "evidence_turns": [1]})),
-        reply(text("Done.")),
-    ])
+    model = ScriptedModel(
+        [
+            cut,
+            reply(tool_call("record_follow_up", {"value": FOLLOW_UP, "evidence_turns": [1]})),
+            reply(text("Done.")),
+        ]
+    )
     result = run(builtin_analyzer("follow_ups"), conversation(), model)
 
     results = model.requests[1].messages[-1]["content"]
@@ -208,10 +231,12 @@ def test_max_tokens_never_runs_the_cut_off_tool_call() -> None:
 
 def test_max_tokens_without_tool_calls_asks_to_continue() -> None:
     """A text answer cut at max_tokens is continued with a short request."""
-    model = ScriptedModel([
-        reply(text("The customer said"), stop_reason="max_tokens"),
-        reply(text("Nothing to record.")),
-    ])
+    model = ScriptedModel(
+        [
+            reply(text("The customer said"), stop_reason="max_tokens"),
+            reply(text("Nothing to record.")),
+        ]
+    )
     result = run(builtin_analyzer("follow_ups"), conversation(), model)
 
     assert "cut off" in model.requests[1].messages[-1]["content"][0]["text"]
@@ -223,7 +248,8 @@ def test_repeated_max_tokens_fails_with_the_setting_to_change() -> None:
     model = ScriptedModel([reply(text("..."), stop_reason="max_tokens")] * 3)
     result = run(builtin_analyzer("follow_ups"), conversation(), model)
 
-    assert result.error is not None and result.error.type == "max_tokens"
+    assert result.error is not None
+    assert result.error.type == "max_tokens"
     assert "model.max_tokens" in result.error.message
 
 
@@ -235,8 +261,10 @@ def test_refusal_fails_the_run_with_its_category() -> None:
     )
     result = run(builtin_analyzer("follow_ups"), conversation(), ScriptedModel([refused]))
 
-    assert result.error is not None and result.error.type == "model_refused"
-    assert "cyber" in result.error.message and "Not allowed." in result.error.message
+    assert result.error is not None
+    assert result.error.type == "model_refused"
+    assert "cyber" in result.error.message
+    assert "Not allowed." in result.error.message
 
 
 def test_stop_sequence_ends_the_turn() -> None:
@@ -255,7 +283,8 @@ def test_context_window_exceeded_retries_once_with_a_window() -> None:
     assert result.status == "succeeded"
     first_block = model.requests[0].system[1]["text"]
     second_block = model.requests[1].system[1]["text"]
-    assert "[30] " in first_block and "[30] " not in second_block
+    assert "[30] " in first_block
+    assert "[30] " not in second_block
     assert "are not shown here" in second_block
     assert result.truncated
 
@@ -263,8 +292,11 @@ def test_context_window_exceeded_retries_once_with_a_window() -> None:
 def test_context_window_exceeded_twice_fails() -> None:
     """A second overflow, even windowed, fails the run with that reason."""
     overflow = reply(stop_reason="model_context_window_exceeded")
-    result = run(builtin_analyzer("follow_ups"), conversation(turns=60), ScriptedModel([overflow] * 2))
-    assert result.error is not None and result.error.type == "context_window_exceeded"
+    result = run(
+        builtin_analyzer("follow_ups"), conversation(turns=60), ScriptedModel([overflow] * 2)
+    )
+    assert result.error is not None
+    assert result.error.type == "context_window_exceeded"
 
 
 def test_turn_limit_fails_the_run() -> None:
@@ -272,7 +304,8 @@ def test_turn_limit_fails_the_run() -> None:
     spec = with_model(builtin_analyzer("follow_ups"), max_turns=2)
     loop = reply(tool_call("get_turns", {"first": 0, "last": 0}))
     result = run(spec, conversation(), ScriptedModel([loop, loop, loop]))
-    assert result.error is not None and result.error.type == "turn_limit"
+    assert result.error is not None
+    assert result.error.type == "turn_limit"
     assert result.model_turns == 2
 
 
@@ -283,7 +316,8 @@ def test_deadline_fails_the_run() -> None:
     loop = reply(tool_call("get_turns", {"first": 0, "last": 0}))
     options = RunOptions(monotonic=lambda: next(ticks))
     result = run(spec, conversation(), ScriptedModel([loop, loop, loop]), options=options)
-    assert result.error is not None and result.error.type == "deadline_exceeded"
+    assert result.error is not None
+    assert result.error.type == "deadline_exceeded"
 
 
 def test_cost_limit_fails_the_run() -> None:
@@ -291,7 +325,8 @@ def test_cost_limit_fails_the_run() -> None:
     spec = with_model(builtin_analyzer("follow_ups"), max_cost_usd=0.01)
     expensive = reply(text("..."), usage=Usage(input_tokens=1_000_000, output_tokens=10))
     result = run(spec, conversation(), ScriptedModel([expensive]))
-    assert result.error is not None and result.error.type == "cost_limit"
+    assert result.error is not None
+    assert result.error.type == "cost_limit"
     assert result.cost.total_usd > 0.01
 
 
@@ -307,7 +342,8 @@ def test_permanent_model_errors_fail_the_run() -> None:
     """A request the model will never accept fails the run with the API's message."""
     model = ScriptedModel([PermanentModelError("invalid_request_error: bad model")])
     result = run(builtin_analyzer("follow_ups"), conversation(), model)
-    assert result.error is not None and result.error.type == "model_error"
+    assert result.error is not None
+    assert result.error.type == "model_error"
     assert "bad model" in result.error.message
 
 
@@ -316,21 +352,30 @@ def test_companions_share_the_prompt_prefix_but_not_their_tools() -> None:
     prefix), yet each may only record its own outputs."""
     follow_ups, quality = builtin_analyzer("follow_ups"), builtin_analyzer("quality")
     conv = conversation()
-    first = ScriptedModel([
-        reply(tool_call("record_quality_assessment", {"value": QUALITY, "evidence_turns": [1]})),
-        reply(text("Done.")),
-    ])
+    first = ScriptedModel(
+        [
+            reply(
+                tool_call("record_quality_assessment", {"value": QUALITY, "evidence_turns": [1]})
+            ),
+            reply(text("Done.")),
+        ]
+    )
     result = run(follow_ups, conv, first, companions=[quality])
-    second = ScriptedModel([
-        reply(tool_call("record_quality_assessment", {"value": QUALITY, "evidence_turns": [1]})),
-        reply(text("Done.")),
-    ])
+    second = ScriptedModel(
+        [
+            reply(
+                tool_call("record_quality_assessment", {"value": QUALITY, "evidence_turns": [1]})
+            ),
+            reply(text("Done.")),
+        ]
+    )
     run(quality, conv, second, companions=[follow_ups])
 
     assert first.requests[0].tools == second.requests[0].tools
     assert first.requests[0].system == second.requests[0].system
     refused = first.requests[1].messages[-1]["content"][0]
-    assert refused["is_error"] and "not available to this analyzer" in refused["content"]
+    assert refused["is_error"]
+    assert "not available to this analyzer" in refused["content"]
     assert result.outputs == {}
 
 

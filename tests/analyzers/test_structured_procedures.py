@@ -5,7 +5,12 @@ from __future__ import annotations
 from analyzers.runtime import RunOptions
 from analyzers.testing import ScriptedModel, reply, text, tool_call
 from analyzers.tools import HttpResponse
-from tests.analyzers.helpers import RecordingTransport, example_conversation, example_definitions, run
+from tests.analyzers.helpers import (
+    RecordingTransport,
+    example_conversation,
+    example_definitions,
+    run,
+)
 
 TICKET = {"ticket_id": "FO-1", "priority": "high", "created_now": True}
 CHURN = {"level": "high", "signals": ["threatened to leave"]}
@@ -13,35 +18,47 @@ CHURN = {"level": "high", "signals": ["threatened to leave"]}
 
 def crm(tier: str) -> RecordingTransport:
     """A CRM fake: the customer lookup answers with `tier`; ticket upserts succeed."""
-    return RecordingTransport({
-        "https://crm.acme.example/api/v2/accounts/": HttpResponse(200, {"tier": tier}),
-        "https://crm.acme.example/api/v2/tickets": HttpResponse(201, {"ticket_id": "FO-1"}),
-    })
+    return RecordingTransport(
+        {
+            "https://crm.acme.example/api/v2/accounts/": HttpResponse(200, {"tier": tier}),
+            "https://crm.acme.example/api/v2/tickets": HttpResponse(201, {"ticket_id": "FO-1"}),
+        }
+    )
 
 
 def scripted(decision: bool) -> ScriptedModel:
     """The model's side of the escalation_ticket procedure."""
-    return ScriptedModel([
-        # Step 1 (instruction): the model reads and ends its turn.
-        reply(text("Account ACC-B-20931; office internet down two days.")),
-        # Before step 2 the runtime asks for the parameters the tool step needs.
-        reply(tool_call("provide_parameters", {"values": {
-            "account_id": "ACC-B-20931", "issue_summary": "Office fibre down for two days",
-        }})),
-        reply(text("Given.")),
-        # Step 5 (instruction) after the expression-if ran ticket_upsert, or skipped it.
-        reply(text("Ticket FO-1 tracks it.")),
-        # Step 6: the natural-language condition.
-        reply(tool_call("decide_condition", {"holds": decision, "reason": "turn 11"})),
-        reply(text("Decided.")),
-        *([reply(text("Churn note: wants a technician today."))] if decision else []),
-        # Final: record the outputs.
-        reply(
-            tool_call("record_ticket", {"value": TICKET, "evidence_turns": [7]}),
-            tool_call("record_churn_risk", {"value": CHURN, "evidence_turns": [11]}),
-        ),
-        reply(text("Recorded.")),
-    ])
+    return ScriptedModel(
+        [
+            # Step 1 (instruction): the model reads and ends its turn.
+            reply(text("Account ACC-B-20931; office internet down two days.")),
+            # Before step 2 the runtime asks for the parameters the tool step needs.
+            reply(
+                tool_call(
+                    "provide_parameters",
+                    {
+                        "values": {
+                            "account_id": "ACC-B-20931",
+                            "issue_summary": "Office fibre down for two days",
+                        }
+                    },
+                )
+            ),
+            reply(text("Given.")),
+            # Step 5 (instruction) after the expression-if ran ticket_upsert, or skipped it.
+            reply(text("Ticket FO-1 tracks it.")),
+            # Step 6: the natural-language condition.
+            reply(tool_call("decide_condition", {"holds": decision, "reason": "turn 11"})),
+            reply(text("Decided.")),
+            *([reply(text("Churn note: wants a technician today."))] if decision else []),
+            # Final: record the outputs.
+            reply(
+                tool_call("record_ticket", {"value": TICKET, "evidence_turns": [7]}),
+                tool_call("record_churn_risk", {"value": CHURN, "evidence_turns": [11]}),
+            ),
+            reply(text("Recorded.")),
+        ]
+    )
 
 
 def test_business_tier_runs_the_expression_branch_with_templates_filled() -> None:
@@ -52,7 +69,9 @@ def test_business_tier_runs_the_expression_branch_with_templates_filled() -> Non
     transport = crm("business")
     model = scripted(decision=True)
     result = run(
-        analyzers_by_name["escalation_triage"], example_conversation("escalated_outage"), model,
+        analyzers_by_name["escalation_triage"],
+        example_conversation("escalated_outage"),
+        model,
         procedures=procedures,
         options=RunOptions(http=transport, secrets={"ACME_CRM_TOKEN": "tok-123"}),
     )
@@ -87,7 +106,7 @@ def test_business_tier_runs_the_expression_branch_with_templates_filled() -> Non
         if message["role"] == "user"
         for block in message["content"]
     )
-    assert "condition `customer.result.tier == \"business\"` is True" in told
+    assert 'condition `customer.result.tier == "business"` is True' in told
     assert "Step 7: Record a churn-risk note" in told
     assert result.outputs["ticket"][0].value == TICKET
 
@@ -99,8 +118,11 @@ def test_other_tiers_skip_the_expression_branch() -> None:
     transport = crm("consumer")
     model = scripted(decision=False)
     result = run(
-        analyzers_by_name["escalation_triage"], example_conversation("escalated_outage"), model,
-        procedures=procedures, options=RunOptions(http=transport, secrets={"ACME_CRM_TOKEN": "t"}),
+        analyzers_by_name["escalation_triage"],
+        example_conversation("escalated_outage"),
+        model,
+        procedures=procedures,
+        options=RunOptions(http=transport, secrets={"ACME_CRM_TOKEN": "t"}),
     )
 
     assert result.status == "succeeded", result.error
@@ -113,46 +135,69 @@ def test_a_failing_tool_step_stops_the_procedure_and_tells_the_model() -> None:
     """A tool step that fails (here: a 500) stops the procedure; the model is told why and
     still records its outputs."""
     analyzers_by_name, procedures = example_definitions()
-    transport = RecordingTransport({
-        "https://crm.acme.example/": HttpResponse(500, {"error": "down"}),
-    })
-    model = ScriptedModel([
-        reply(text("Read.")),
-        reply(tool_call("provide_parameters", {"values": {
-            "account_id": "ACC-B-20931", "issue_summary": "Fibre down",
-        }})),
-        reply(text("Given.")),
-        reply(
-            tool_call("record_ticket", {"unknown": True, "unknown_reason": "CRM down",
-                                        "evidence_turns": []}),
-            tool_call("record_churn_risk", {"value": CHURN, "evidence_turns": [11]}),
-        ),
-        reply(text("Recorded.")),
-    ])
+    transport = RecordingTransport(
+        {
+            "https://crm.acme.example/": HttpResponse(500, {"error": "down"}),
+        }
+    )
+    model = ScriptedModel(
+        [
+            reply(text("Read.")),
+            reply(
+                tool_call(
+                    "provide_parameters",
+                    {
+                        "values": {
+                            "account_id": "ACC-B-20931",
+                            "issue_summary": "Fibre down",
+                        }
+                    },
+                )
+            ),
+            reply(text("Given.")),
+            reply(
+                tool_call(
+                    "record_ticket",
+                    {"unknown": True, "unknown_reason": "CRM down", "evidence_turns": []},
+                ),
+                tool_call("record_churn_risk", {"value": CHURN, "evidence_turns": [11]}),
+            ),
+            reply(text("Recorded.")),
+        ]
+    )
     result = run(
-        analyzers_by_name["escalation_triage"], example_conversation("escalated_outage"), model,
-        procedures=procedures, options=RunOptions(http=transport, secrets={"ACME_CRM_TOKEN": "t"}),
+        analyzers_by_name["escalation_triage"],
+        example_conversation("escalated_outage"),
+        model,
+        procedures=procedures,
+        options=RunOptions(http=transport, secrets={"ACME_CRM_TOKEN": "t"}),
     )
 
     assert result.status == "succeeded", result.error
     final = " ".join(b.get("text", "") for b in model.requests[3].messages[-1]["content"])
-    assert "failed" in final and "stops here" in final
+    assert "failed" in final
+    assert "stops here" in final
     lookup = next(t for t in result.trace if t.tool_name == "crm_lookup_customer")
-    assert not lookup.succeeded and lookup.procedure_step_order == 2
+    assert not lookup.succeeded
+    assert lookup.procedure_step_order == 2
 
 
 def test_procedure_of_another_tenant_is_not_used() -> None:
     """A procedure scoped to another tenant never runs; the analyzer works without it."""
     analyzers_by_name, procedures = example_definitions()
     conv = example_conversation("escalated_outage").model_copy(update={"tenant_id": "globex"})
-    model = ScriptedModel([
-        reply(
-            tool_call("record_ticket", {"unknown": True, "unknown_reason": "none",
-                                        "evidence_turns": []}),
-            tool_call("record_churn_risk", {"value": CHURN, "evidence_turns": [1]}),
-        ),
-        reply(text("Recorded.")),
-    ])
+    model = ScriptedModel(
+        [
+            reply(
+                tool_call(
+                    "record_ticket",
+                    {"unknown": True, "unknown_reason": "none", "evidence_turns": []},
+                ),
+                tool_call("record_churn_risk", {"value": CHURN, "evidence_turns": [1]}),
+            ),
+            reply(text("Recorded.")),
+        ]
+    )
     result = run(analyzers_by_name["escalation_triage"], conv, model, procedures=procedures)
     assert result.status == "succeeded"
     assert not any(t.procedure_name for t in result.trace)
@@ -162,15 +207,30 @@ def test_procedure_of_another_tenant_is_not_used() -> None:
 def test_free_form_procedure_goes_into_the_brief() -> None:
     """A free-form procedure's markdown is part of the analyzer's brief."""
     analyzers_by_name, procedures = example_definitions()
-    model = ScriptedModel([
-        reply(tool_call("record_refund_assessment", {"value": {
-            "refund_issued": True, "amount_eur": 49.0, "within_agent_limit": True,
-            "policy_followed": "no", "problems": ["full refund was due"],
-        }, "evidence_turns": [20]})),
-        reply(text("Recorded.")),
-    ])
+    model = ScriptedModel(
+        [
+            reply(
+                tool_call(
+                    "record_refund_assessment",
+                    {
+                        "value": {
+                            "refund_issued": True,
+                            "amount_eur": 49.0,
+                            "within_agent_limit": True,
+                            "policy_followed": "no",
+                            "problems": ["full refund was due"],
+                        },
+                        "evidence_turns": [20],
+                    },
+                )
+            ),
+            reply(text("Recorded.")),
+        ]
+    )
     result = run(
-        analyzers_by_name["refund_review"], example_conversation("angry_refund"), model,
+        analyzers_by_name["refund_review"],
+        example_conversation("angry_refund"),
+        model,
         procedures=procedures,
     )
     assert result.status == "succeeded", result.error

@@ -1,0 +1,99 @@
+"""The Celery app: thin tasks that carry run ids; the ledger does the bookkeeping.
+
+Settings for long analyses (seconds to tens of minutes) on Redis and RabbitMQ:
+- Early acknowledgement (`task_acks_late=False`). The message is only a wake-up call: the run
+  is durable in the ledger, its lease says who works on it, and the sweeper re-enqueues runs
+  whose worker died (lease expired) or whose message was lost. So an analysis running longer
+  than Redis's visibility timeout or RabbitMQ's consumer timeout is never redelivered for that
+  reason, and a redelivered message is a no-op anyway (the claim fails).
+- `worker_prefetch_multiplier=1`: a worker reserves no more messages than it has free slots, so
+  reserved-but-unstarted messages stay few (they are the only ones a visibility or consumer
+  timeout can touch).
+- Redis `visibility_timeout` (`POSTHOC_VISIBILITY_TIMEOUT_SECONDS`, default 1 h) set in all the
+  places Celery reads it; RabbitMQ: `broker_channel_error_retry` so a channel closed by the
+  consumer timeout reconnects instead of stopping the worker.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery, signals
+
+from worker.settings import Settings
+
+TASK_NAME = "posthoc.run_analysis"
+QUEUE = "posthoc.runs"
+
+_service_lock = threading.Lock()
+_service: Any = None
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration for `settings` (see the module docstring for why)."""
+    transport_options: dict[str, Any] = {}
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        transport_options["visibility_timeout"] = settings.visibility_timeout_seconds
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_acks_late": False,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": QUEUE,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "broker_connection_retry_on_startup": True,
+        "broker_channel_error_retry": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "worker_enable_remote_control": False,
+        "task_routes": {TASK_NAME: {"queue": QUEUE}},
+    }
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app for `settings` with the run task registered."""
+    app = Celery("posthoc")
+    app.conf.update(celery_config(settings))
+    app.conf.posthoc_settings = settings
+
+    @app.task(name=TASK_NAME, ignore_result=True)
+    def run_analysis(run_id: str) -> str:
+        """Process one analysis run by id (the ledger holds everything else)."""
+        return str(_get_service(app).process(run_id).status)
+
+    return app
+
+
+def enqueue_with(app: Celery) -> Any:
+    """A function that puts run ids on `app`'s queue."""
+
+    def enqueue(run_ids: Sequence[str]) -> None:
+        for run_id in run_ids:
+            app.send_task(TASK_NAME, args=[run_id], queue=QUEUE)
+
+    return enqueue
+
+
+def _get_service(app: Celery) -> Any:
+    global _service  # noqa: PLW0603 - one service per worker process, built on first use
+    with _service_lock:
+        if _service is None:
+            from worker.service import WorkerService  # noqa: PLC0415 - heavy, only in workers
+
+            _service = WorkerService(app.conf.posthoc_settings, enqueue=enqueue_with(app))
+            _service.start_sweeper()
+        return _service
+
+
+@signals.worker_shutdown.connect
+def _close_service(**_: Any) -> None:
+    global _service  # noqa: PLW0603 - see _get_service
+    with _service_lock:
+        if _service is not None:
+            _service.close()
+            _service = None

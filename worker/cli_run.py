@@ -1,0 +1,195 @@
+"""`posthoc run` and `posthoc demo`: the whole pipeline in one process, on the embedded ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from analyzers.definitions import Problem
+from analyzers.model import ModelClient
+from analyzers.tools import HttpTransport
+from schemas.result import AnalysisResult
+from worker.batch import collect_results, process_all, summarize
+from worker.catalog import Catalog
+from worker.engine import Engine, EngineConfig, ProcessOutcome
+from worker.intake import read_conversations, record
+from worker.ledger import Ledger
+from worker.service import worker_identity
+from worker.settings import Settings, tool_secrets
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def execute_batch(
+    *,
+    settings: Settings,
+    catalog: Catalog,
+    model: ModelClient,
+    http: HttpTransport | None,
+    inputs: Sequence[Path],
+    analyzer_names: Sequence[str] | None,
+    out: Path | None,
+    concurrency: int,
+    console: Console,
+) -> int:
+    """Read, record, run and report a batch; returns the exit code."""
+    loaded = read_conversations(inputs)
+    _print_problems(console, loaded.problems)
+    if not loaded.conversations and not loaded.problems:
+        console.print("[yellow]no conversations found in the inputs[/yellow]")
+        return EXIT_USAGE
+    _ensure_parent(settings.database_url)
+    ledger = Ledger.from_url(settings.database_url)
+    try:
+        ledger.migrate()
+        runs = record(
+            ledger,
+            catalog,
+            loaded.conversations,
+            analyzers=analyzer_names,
+            trigger="cli",
+            max_attempts=settings.max_attempts,
+            idempotent=False,
+        )
+        queued = [run.id for _, run in runs if run.status == "queued"]
+        engine = Engine(
+            ledger=ledger,
+            catalog=catalog,
+            model=model,
+            http=http,
+            secrets=tool_secrets(),
+            config=EngineConfig(
+                worker_id=worker_identity(),
+                default_model=settings.model,
+                lease_seconds=settings.lease_seconds,
+                heartbeat_seconds=settings.heartbeat_seconds,
+                retry_base_seconds=settings.retry_base_seconds,
+                retry_max_seconds=settings.retry_max_seconds,
+            ),
+        )
+        with _progress(console, len(queued)) as advance:
+            asyncio.run(process_all(engine, queued, concurrency=concurrency, on_done=advance))
+        results = collect_results(ledger, runs)
+    finally:
+        ledger.dispose()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", encoding="utf-8") as file:
+            for result in results:
+                file.write(result.model_dump_json() + "\n")
+    _print_summary(console, results, out)
+    failed = any(result.status == "failed" for result in results) or bool(loaded.problems)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+@contextlib.contextmanager
+def _progress(console: Console, total: int) -> Iterator[Callable[[str, ProcessOutcome], None]]:
+    progress = Progress(
+        TextColumn("analysing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        disable=total == 0,
+    )
+    task = progress.add_task("runs", total=total)
+
+    def advance(_run_id: str, _outcome: ProcessOutcome) -> None:
+        progress.advance(task)
+
+    with progress:
+        yield advance
+
+
+def _print_problems(console: Console, problems: Sequence[Problem]) -> None:
+    for problem in problems:
+        console.print(f"[red]input problem:[/red] {problem}", highlight=False)
+
+
+def _print_summary(console: Console, results: Sequence[AnalysisResult], out: Path | None) -> None:
+    table = Table(title="posthoc run", show_footer=True)
+    totals = summarize(results)
+    grand = [
+        sum(getattr(t, field) for t in totals.values())
+        for field in (
+            "succeeded",
+            "failed",
+            "skipped",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cost_usd",
+        )
+    ]
+    columns = [
+        "analyzer",
+        "succeeded",
+        "failed",
+        "skipped",
+        "prompt tokens",
+        "output tokens",
+        "cache read",
+        "cost (USD)",
+    ]
+    footers = ["total", *[str(int(value)) for value in grand[:-1]], f"{grand[-1]:.4f}"]
+    for name, footer in zip(columns, footers, strict=True):
+        table.add_column(name, footer=footer, justify="left" if name == "analyzer" else "right")
+    for analyzer, t in totals.items():
+        table.add_row(
+            analyzer,
+            str(t.succeeded),
+            str(t.failed),
+            str(t.skipped),
+            str(t.input_tokens),
+            str(t.output_tokens),
+            str(t.cache_read_tokens),
+            f"{t.cost_usd:.4f}",
+        )
+    console.print(table)
+    failures = [r for r in results if r.status == "failed"]
+    for result in failures[:10]:
+        error = result.error
+        console.print(
+            f"[red]failed[/red] {result.analyzer} on {result.conversation_id} "
+            f"(run {result.run_id}): {error.type if error else '?'}: "
+            f"{error.message if error else ''}",
+            highlight=False,
+        )
+    if len(failures) > 10:
+        console.print(f"... and {len(failures) - 10} more failed runs (see `posthoc status`)")
+    if out is not None:
+        console.print(f"results: {out}")
+
+
+def _ensure_parent(database_url: str) -> None:
+    # The embedded ledger lives in a file under ./posthoc-data by default: create the folder.
+    if database_url.startswith("sqlite:///"):
+        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def no_model_message() -> str:
+    """What to do when no model is configured."""
+    return (
+        "no model is configured: set ANTHROPIC_API_KEY to use Claude, or add --simulate to run "
+        "against posthoc's simulated model (as `posthoc demo` does)"
+    )
+
+
+def dump_json(value: object) -> str:
+    """Pretty JSON for the terminal."""
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def fail_usage(message: str) -> typer.Exit:
+    """Print a usage/config error and return the exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(EXIT_USAGE)

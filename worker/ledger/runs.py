@@ -1,0 +1,249 @@
+"""Recording analysis runs, reading them back, and sending failed ones round again."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from schemas import AnalysisResult
+from worker.ledger._sql import RUN_COLUMNS, load_run, run_from_row, runs, upsert_insert
+from worker.ledger.conversations import conversation_identity
+from worker.ledger.errors import InvalidTransition, LedgerError, RunNotFound
+from worker.ledger.records import (
+    RUN_STATES,
+    TRIGGERS,
+    AttemptOutcome,
+    AttemptRecord,
+    RunPlan,
+    RunRecord,
+    RunState,
+    Trigger,
+)
+from worker.ledger.tables import run_attempts
+
+
+def record_runs(
+    connection: Connection,
+    now: datetime,
+    conversation_pk: int,
+    plans: Sequence[RunPlan],
+    *,
+    trigger: Trigger,
+    idempotency_prefix: str | None,
+    rerun_of: str | None,
+) -> list[RunRecord]:
+    """One run per plan: queued and available now, or skipped with its reason.
+
+    With an idempotency prefix, a plan whose key `{prefix}:{analyzer}` was recorded before
+    returns that run (`created=False`) instead of a new one. The insert does nothing on a key
+    conflict, so two concurrent submissions still create one run.
+    """
+    if trigger not in TRIGGERS:
+        raise LedgerError(f"unknown trigger {trigger!r}; expected one of {list(TRIGGERS)}")
+    tenant_id, conversation_id = conversation_identity(connection, conversation_pk)
+    if rerun_of is not None:
+        load_run(connection, rerun_of)  # RunNotFound rather than a foreign-key error
+    analyzers = [plan.analyzer for plan in plans]
+    repeated = sorted({name for name in analyzers if analyzers.count(name) > 1})
+    if idempotency_prefix is not None and repeated:
+        raise LedgerError(
+            f"analyzer(s) {repeated} planned twice under idempotency prefix "
+            f"{idempotency_prefix!r}: each would get the same key"
+        )
+    records = []
+    for plan in plans:
+        run_id = uuid.uuid4().hex
+        values: dict[str, Any] = {
+            "id": run_id,
+            "conversation_pk": conversation_pk,
+            "analyzer": plan.analyzer,
+            "analyzer_version": plan.analyzer_version,
+            "trigger": trigger,
+            "attempts": 0,
+            "max_attempts": plan.max_attempts,
+            "attempt_budget": plan.max_attempts,
+            "available_at": now,
+            "created_at": now,
+            "rerun_of": rerun_of,
+            "idempotency_key": (
+                None if idempotency_prefix is None else f"{idempotency_prefix}:{plan.analyzer}"
+            ),
+        }
+        if plan.skip_reason is None:
+            values["status"] = "queued"
+        else:
+            skipped = AnalysisResult(
+                run_id=run_id,
+                conversation_id=conversation_id,
+                tenant_id=tenant_id,
+                analyzer=plan.analyzer,
+                analyzer_version=plan.analyzer_version,
+                status="skipped",
+                skip_reason=plan.skip_reason,
+            )
+            values |= {
+                "status": "skipped",
+                "skip_reason": plan.skip_reason,
+                "finished_at": now,
+                "result": skipped.model_dump(mode="json"),
+            }
+        records.append(_insert_run(connection, conversation_pk, values))
+    return records
+
+
+def _insert_run(connection: Connection, conversation_pk: int, values: dict[str, Any]) -> RunRecord:
+    key = values["idempotency_key"]
+    if key is None:
+        row = connection.execute(sa.insert(runs).values(values).returning(*RUN_COLUMNS)).one()
+        return run_from_row(row, created=True)
+    inserted = connection.execute(
+        upsert_insert(connection, runs)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(*RUN_COLUMNS)
+    ).one_or_none()
+    if inserted is not None:
+        return run_from_row(inserted, created=True)
+    existing = connection.execute(
+        sa.select(*RUN_COLUMNS).where(runs.c.idempotency_key == key)
+    ).one()
+    if existing.conversation_pk != conversation_pk:
+        raise LedgerError(
+            f"idempotency key {key!r} already belongs to run {existing.id!r} of conversation "
+            f"pk {existing.conversation_pk}, not conversation pk {conversation_pk}"
+        )
+    return run_from_row(existing, created=False)
+
+
+def list_runs(
+    connection: Connection,
+    *,
+    status: RunState | None,
+    analyzer: str | None,
+    conversation_pk: int | None,
+    limit: int,
+) -> list[RunRecord]:
+    """Runs, newest first, optionally filtered."""
+    query = sa.select(*RUN_COLUMNS).order_by(runs.c.created_at.desc(), runs.c.id).limit(limit)
+    if status is not None:
+        query = query.where(runs.c.status == status)
+    if analyzer is not None:
+        query = query.where(runs.c.analyzer == analyzer)
+    if conversation_pk is not None:
+        query = query.where(runs.c.conversation_pk == conversation_pk)
+    return [run_from_row(row) for row in connection.execute(query)]
+
+
+def counts_by_analyzer(
+    connection: Connection, *, analyzer: str | None
+) -> dict[str, dict[RunState, int]]:
+    """{analyzer: {status: count}} with every status present (zeros included)."""
+    query = sa.select(runs.c.analyzer, runs.c.status, sa.func.count()).group_by(
+        runs.c.analyzer, runs.c.status
+    )
+    if analyzer is not None:
+        query = query.where(runs.c.analyzer == analyzer)
+    counts: dict[str, dict[RunState, int]] = {}
+    for name, status, count in connection.execute(query):
+        per_status = counts.setdefault(name, dict.fromkeys(RUN_STATES, 0))
+        per_status[cast(RunState, status)] = count
+    return counts
+
+
+def results(connection: Connection, run_ids: Sequence[str]) -> list[AnalysisResult]:
+    """The stored results of these runs, in the order given; runs without one yet are left out."""
+    if not run_ids:
+        return []
+    found = {
+        row.id: row.result
+        for row in connection.execute(
+            sa.select(runs.c.id, runs.c.result).where(runs.c.id.in_(list(run_ids)))
+        )
+    }
+    for run_id in run_ids:
+        if run_id not in found:
+            raise RunNotFound(run_id)
+    return [
+        AnalysisResult.model_validate(found[run_id])
+        for run_id in run_ids
+        if found[run_id] is not None
+    ]
+
+
+def attempts(connection: Connection, run_id: str) -> list[AttemptRecord]:
+    """Every claim of the run, first first."""
+    load_run(connection, run_id)
+    rows = connection.execute(
+        sa.select(run_attempts)
+        .where(run_attempts.c.run_id == run_id)
+        .order_by(run_attempts.c.attempt)
+    )
+    return [
+        AttemptRecord(
+            run_id=row.run_id,
+            attempt=row.attempt,
+            worker_id=row.worker_id,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            outcome=cast(AttemptOutcome | None, row.outcome),
+            error_type=row.error_type,
+            error_message=row.error_message,
+        )
+        for row in rows
+    ]
+
+
+def requeue_failed(
+    connection: Connection, now: datetime, run_ids: Sequence[str] | None
+) -> list[str]:
+    """Failed runs back to queued, available now, with a fresh budget of attempts.
+
+    `None` means every failed run. Named runs are checked first: one that does not exist or is
+    not failed refuses the whole call, and nothing is changed.
+    """
+    requeued = sa.update(runs).values({**_FRESH_QUEUE_ENTRY, "available_at": now})
+    if run_ids is None:
+        failed = requeued.where(runs.c.status == "failed").returning(runs.c.id)
+        return list(connection.execute(failed).scalars())
+    ids = list(dict.fromkeys(run_ids))
+    query = sa.select(runs.c.id, runs.c.status).where(runs.c.id.in_(ids))
+    statuses = {row.id: row.status for row in connection.execute(query)}
+    for run_id in ids:
+        if run_id not in statuses:
+            raise RunNotFound(run_id)
+        if statuses[run_id] != "failed":
+            raise InvalidTransition(run_id, statuses[run_id], "retry", "failed runs can be retried")
+    if ids:
+        connection.execute(requeued.where(runs.c.id.in_(ids), runs.c.status == "failed"))
+    return ids
+
+
+# What a retried run starts from: queued, a fresh attempt budget, nothing left of its last try
+# (its history stays in run_attempts).
+_FRESH_QUEUE_ENTRY: dict[str, Any] = {
+    "status": "queued",
+    "max_attempts": runs.c.attempts + runs.c.attempt_budget,
+    **dict.fromkeys(
+        [
+            "lease_owner",
+            "lease_expires_at",
+            "swept_at",
+            "started_at",
+            "finished_at",
+            "error_type",
+            "error_message",
+            "error_retryable",
+            "result",
+            "cost_usd",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+        ]
+    ),
+}

@@ -1,0 +1,291 @@
+"""`Ledger`: the database that records conversations, analysis runs and their attempts.
+
+The database is the source of truth; the broker only carries run ids. Every method is one short
+transaction, safe to call from many threads at once (the engine pools connections). All times
+come from the injected clock, never from the database server, so tests can move time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import TracebackType
+
+from sqlalchemy.engine import URL, Connection, Engine
+
+from schemas import AnalysisResult, Conversation
+from worker.ledger import conversations, leases, migrate, runs, sweeping
+from worker.ledger._sql import load_run
+from worker.ledger.clock import Clock, utc_now
+from worker.ledger.engine import WRITE_OPTION, create_ledger_engine
+from worker.ledger.errors import LedgerError
+from worker.ledger.records import (
+    RUN_STATES,
+    AttemptRecord,
+    ClaimedRun,
+    ConversationRef,
+    RetryOutcome,
+    RunPlan,
+    RunRecord,
+    RunState,
+    SweepReport,
+    Trigger,
+)
+
+
+class Ledger:
+    """The ledger on one database (SQLite file or PostgreSQL); see the module docstring.
+
+    :param engine: from `create_ledger_engine`, or use `Ledger.from_url`.
+    :param now: the clock; returns timezone-aware datetimes.
+    """
+
+    def __init__(self, engine: Engine, *, now: Clock = utc_now) -> None:
+        self._engine = engine
+        self._clock = now
+
+    @classmethod
+    def from_url(cls, url: str | URL, *, now: Clock = utc_now) -> Ledger:
+        """A ledger on `sqlite:///file` or `postgresql+psycopg://...` (tables via `migrate`)."""
+        return cls(create_ledger_engine(url), now=now)
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for health checks and tests)."""
+        return self._engine
+
+    def migrate(self) -> None:
+        """Create or upgrade the tables to the newest revision; a no-op when already there."""
+        with self._write() as connection:
+            migrate.upgrade(connection)
+
+    def schema_revision(self) -> str | None:
+        """The migration revision the database is at (None before `migrate`)."""
+        with self._read() as connection:
+            return migrate.current_revision(connection)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.dispose()
+
+    # Conversations
+
+    def save_conversation(self, conversation: Conversation) -> ConversationRef:
+        """Store the conversation; an existing one is replaced only if its transcript changed."""
+        with self._write() as connection:
+            return conversations.save_conversation(connection, self._now(), conversation)
+
+    def get_conversation(self, ref_or_pk: ConversationRef | int) -> Conversation:
+        """The stored conversation (ConversationNotFound if there is none)."""
+        pk = ref_or_pk.pk if isinstance(ref_or_pk, ConversationRef) else ref_or_pk
+        with self._read() as connection:
+            return conversations.get_conversation(connection, pk)
+
+    # Recording runs
+
+    def record_runs(
+        self,
+        conversation_pk: int,
+        plans: Sequence[RunPlan],
+        *,
+        trigger: Trigger,
+        idempotency_prefix: str | None = None,
+        rerun_of: str | None = None,
+    ) -> list[RunRecord]:
+        """One run per plan, queued now or skipped with its reason, in the order of `plans`.
+
+        With `idempotency_prefix`, a plan whose key `{prefix}:{analyzer}` already exists returns
+        that run with `created=False` (a repeated webhook or CLI submission).
+        """
+        with self._write() as connection:
+            return runs.record_runs(
+                connection,
+                self._now(),
+                conversation_pk,
+                plans,
+                trigger=trigger,
+                idempotency_prefix=idempotency_prefix,
+                rerun_of=rerun_of,
+            )
+
+    # Leases: what a worker does with a run id from the queue
+
+    def claim(self, run_id: str, worker_id: str, lease_seconds: float) -> ClaimedRun | None:
+        """Take the run for `lease_seconds`; None if it is finished, leased, or not due yet.
+
+        `worker_id` must name one claimer (host, process and thread or task), not just a host.
+        """
+        with self._write() as connection:
+            return leases.claim(connection, self._now(), run_id, worker_id, lease_seconds)
+
+    def heartbeat(
+        self, run_id: str, worker_id: str, lease_seconds: float, *, attempt: int | None = None
+    ) -> bool:
+        """Extend the lease to now + `lease_seconds`; False: the lease is lost, stop work."""
+        with self._write() as connection:
+            return leases.heartbeat(
+                connection, self._now(), run_id, worker_id, lease_seconds, attempt
+            )
+
+    def complete(
+        self, run_id: str, worker_id: str, result: AnalysisResult, *, attempt: int | None = None
+    ) -> bool:
+        """Store the result (status from `result.status`); False and no write without the lease."""
+        with self._write() as connection:
+            return leases.complete(connection, self._now(), run_id, worker_id, result, attempt)
+
+    def retry_later(
+        self,
+        run_id: str,
+        worker_id: str,
+        *,
+        error_type: str,
+        message: str,
+        delay_seconds: float,
+        attempt: int | None = None,
+    ) -> RetryOutcome:
+        """A transient failure: `queued` again after the delay, or `failed` with
+        `attempts_exhausted` after the last attempt; `lease_lost` (and no write) without the
+        lease."""
+        with self._write() as connection:
+            return leases.retry_later(
+                connection,
+                self._now(),
+                run_id,
+                worker_id,
+                attempt,
+                error_type=error_type,
+                message=message,
+                delay_seconds=delay_seconds,
+            )
+
+    def fail(
+        self,
+        run_id: str,
+        worker_id: str,
+        *,
+        error_type: str,
+        message: str,
+        attempt: int | None = None,
+    ) -> bool:
+        """A permanent failure: `failed` with this reason; False and no write without the lease."""
+        with self._write() as connection:
+            return leases.fail(
+                connection,
+                self._now(),
+                run_id,
+                worker_id,
+                attempt,
+                error_type=error_type,
+                message=message,
+            )
+
+    # The sweeper
+
+    def expired_leases(self, limit: int = 100) -> list[str]:
+        """Ids of running runs whose lease has run out."""
+        with self._read() as connection:
+            return sweeping.expired_leases(connection, self._now(), limit)
+
+    def due_queued(self, older_than_seconds: float, limit: int = 100) -> list[str]:
+        """Ids of runs queued and claimable for `older_than_seconds` that nobody claimed."""
+        with self._read() as connection:
+            return sweeping.due_queued(connection, self._now(), older_than_seconds, limit)
+
+    def sweep(self, *, older_than_seconds: float = 300.0, limit: int = 100) -> SweepReport:
+        """Fail runs whose lease expired on their last attempt; return the ids to enqueue again."""
+        with self._write() as connection:
+            return sweeping.sweep(
+                connection, self._now(), older_than_seconds=older_than_seconds, limit=limit
+            )
+
+    # Operations and reading back
+
+    def requeue_failed(self, run_ids: Sequence[str] | None = None) -> list[str]:
+        """Failed runs (all of them for None) back to queued with a fresh attempt budget.
+
+        Raises RunNotFound or InvalidTransition (a run that is not failed) before changing
+        anything. Returns the ids to enqueue.
+        """
+        with self._write() as connection:
+            return runs.requeue_failed(connection, self._now(), run_ids)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run (RunNotFound if there is none)."""
+        with self._read() as connection:
+            return load_run(connection, run_id)
+
+    def list_runs(
+        self,
+        status: RunState | None = None,
+        *,
+        analyzer: str | None = None,
+        conversation_pk: int | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """Runs, newest first."""
+        with self._read() as connection:
+            return runs.list_runs(
+                connection,
+                status=status,
+                analyzer=analyzer,
+                conversation_pk=conversation_pk,
+                limit=limit,
+            )
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        """The run's claims, in order, with how each ended."""
+        with self._read() as connection:
+            return runs.attempts(connection, run_id)
+
+    def counts_by_status(self, analyzer: str | None = None) -> dict[RunState, int]:
+        """How many runs are in each status (every status present), for one analyzer or all."""
+        with self._read() as connection:
+            per_analyzer = runs.counts_by_analyzer(connection, analyzer=analyzer)
+        totals = dict.fromkeys(RUN_STATES, 0)
+        for counts in per_analyzer.values():
+            for status, count in counts.items():
+                totals[status] += count
+        return totals
+
+    def counts_by_analyzer(self) -> dict[str, dict[RunState, int]]:
+        """{analyzer: {status: count}}, for metrics."""
+        with self._read() as connection:
+            return runs.counts_by_analyzer(connection, analyzer=None)
+
+    def results(self, run_ids: Sequence[str]) -> list[AnalysisResult]:
+        """The results stored for these runs, in order; runs without one yet are left out."""
+        with self._read() as connection:
+            return runs.results(connection, run_ids)
+
+    # Plumbing
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise LedgerError(f"the ledger's clock returned a naive datetime: {now!r}")
+        return now.astimezone(UTC)
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._engine.connect() as connection:
+            connection.execution_options(**{WRITE_OPTION: True})
+            with connection.begin():
+                yield connection
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engine.connect() as connection, connection.begin():
+            yield connection

@@ -1,0 +1,152 @@
+"""The ledger's tables, as SQLAlchemy Core metadata.
+
+The migrations in `worker/migrations` create exactly this schema (a test compares the two on
+both backends). Timestamps are always timezone-aware UTC in Python; on SQLite they are stored as
+fixed-width UTC text, so comparing them in SQL is comparing times.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+from worker.ledger.records import ATTEMPT_OUTCOMES, RUN_STATES, TRIGGERS
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp that is timezone-aware UTC in Python on every backend.
+
+    Naive datetimes are refused rather than guessed at: a naive value is a bug in the caller.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"the ledger stores timezone-aware datetimes only, got {value!r}")
+        value = value.astimezone(UTC)
+        # SQLite has no time zones: store UTC without an offset, so the text sorts as time.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _json() -> sa.JSON[Any]:
+    # JSONB on PostgreSQL (queryable, compact); JSON text elsewhere. None is SQL NULL.
+    return sa.JSON(none_as_null=True).with_variant(
+        postgresql.JSONB(none_as_null=True), "postgresql"
+    )
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"
+
+
+# A surrogate key: BIGINT on PostgreSQL, INTEGER (the rowid alias, so it autoincrements) on SQLite.
+BigPk = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", BigPk, primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("conversation_id", sa.String(200), nullable=False),
+    sa.Column("payload", _json(), nullable=False),
+    sa.Column("transcript_hash", sa.String(64), nullable=False),
+    sa.Column("received_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "conversation_id"),
+)
+
+analysis_runs = sa.Table(
+    "analysis_runs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("conversation_pk", BigPk, sa.ForeignKey("conversations.id"), nullable=False),
+    sa.Column("analyzer", sa.String(200), nullable=False),
+    sa.Column("analyzer_version", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("skip_reason", sa.Text()),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("idempotency_key", sa.String(500), unique=True),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("max_attempts", sa.Integer(), nullable=False),
+    # The plan's max_attempts: `requeue_failed` grants this many fresh attempts again.
+    sa.Column("attempt_budget", sa.Integer(), nullable=False),
+    sa.Column("available_at", UtcDateTime(), nullable=False),
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_expires_at", UtcDateTime()),
+    # When the sweeper last asked for this run to be enqueued again, so it asks at most once
+    # per interval however long the queue is.
+    sa.Column("swept_at", UtcDateTime()),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    # When the latest attempt was claimed (every attempt's own times are in run_attempts).
+    sa.Column("started_at", UtcDateTime()),
+    sa.Column("finished_at", UtcDateTime()),
+    # The final error, or while queued for a retry the last transient one.
+    sa.Column("error_type", sa.String(100)),
+    sa.Column("error_message", sa.Text()),
+    sa.Column("error_retryable", sa.Boolean()),
+    sa.Column("result", _json()),
+    sa.Column("cost_usd", sa.Float()),
+    sa.Column("input_tokens", sa.BigInteger()),
+    sa.Column("output_tokens", sa.BigInteger()),
+    sa.Column("cache_read_input_tokens", sa.BigInteger()),
+    sa.Column("cache_creation_input_tokens", sa.BigInteger()),
+    sa.Column("rerun_of", sa.String(64), sa.ForeignKey("analysis_runs.id")),
+    sa.CheckConstraint(_one_of("status", RUN_STATES), name="status"),
+    sa.CheckConstraint(_one_of("trigger", TRIGGERS), name="trigger"),
+    sa.CheckConstraint("attempts >= 0 AND attempts <= max_attempts", name="attempts"),
+    sa.CheckConstraint("attempt_budget >= 1 AND max_attempts >= 1", name="budget"),
+    sa.CheckConstraint(
+        "status <> 'running' OR (lease_owner IS NOT NULL AND lease_expires_at IS NOT NULL)",
+        name="running_has_lease",
+    ),
+    sa.CheckConstraint("status <> 'skipped' OR skip_reason IS NOT NULL", name="skipped_has_reason"),
+    sa.Index(None, "status", "available_at"),
+    sa.Index(None, "status", "lease_expires_at"),
+    sa.Index(None, "analyzer", "status"),
+    sa.Index(None, "conversation_pk"),
+    sa.Index(None, "created_at"),
+)
+
+run_attempts = sa.Table(
+    "run_attempts",
+    metadata,
+    sa.Column("id", BigPk, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("analysis_runs.id"), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("worker_id", sa.String(200), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("finished_at", UtcDateTime()),
+    sa.Column("outcome", sa.String(16)),
+    sa.Column("error_type", sa.String(100)),
+    sa.Column("error_message", sa.Text()),
+    sa.UniqueConstraint("run_id", "attempt"),
+    sa.CheckConstraint(
+        f"outcome IS NULL OR {_one_of('outcome', ATTEMPT_OUTCOMES)}", name="outcome"
+    ),
+)

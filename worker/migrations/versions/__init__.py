@@ -1,0 +1,1 @@
+"""Migration revisions, oldest first. Never edit one that has shipped; add a new one."""

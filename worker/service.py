@@ -1,0 +1,156 @@
+"""One worker process's resources: the ledger, the model, the engine, and the event loop that
+runs many analyses at once.
+
+Celery's thread pool hands each task to a thread; the thread submits the analysis to this
+process's single asyncio loop and waits. So hundreds of analyses can be in flight, all waiting on
+HTTP, without hundreds of event loops or processes. The sweeper runs on the same loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import structlog
+
+from analyzers.model import ModelClient
+from worker.catalog import Catalog
+from worker.engine import Engine, EngineConfig, ProcessOutcome
+from worker.http_transport import HttpxTransport
+from worker.ledger import Ledger
+from worker.ratelimit import LocalLimiter, RateLimitedModel, RedisLimiter
+from worker.settings import Settings, tool_secrets
+
+log = structlog.get_logger("posthoc.worker")
+T = TypeVar("T")
+Enqueue = Callable[[Sequence[str]], None]
+
+
+class LoopThread:
+    """An asyncio loop running in a daemon thread, accepting coroutines from other threads."""
+
+    def __init__(self, name: str = "posthoc-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> Future[T]:
+        """Schedule `coroutine` on the loop; wait on the returned future from any thread."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def stop(self) -> None:
+        """Stop the loop and wait for its thread."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+def worker_identity() -> str:
+    """Host and process: what a lease owner is called in the ledger."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build_model(settings: Settings) -> ModelClient:
+    """The Anthropic adapter, behind the fleet-wide rate limit when one is configured."""
+    from analyzers.anthropic_model import build_anthropic_model  # noqa: PLC0415 - heavy SDK import
+
+    key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
+    model: ModelClient = build_anthropic_model(api_key=key, base_url=settings.anthropic_base_url)
+    if settings.requests_per_minute is None and settings.tokens_per_minute is None:
+        return model
+    redis_url = settings.rate_limit_redis_url
+    if redis_url is not None:
+        import redis.asyncio as redis_asyncio  # noqa: PLC0415 - only fleets with Redis need it
+
+        client = redis_asyncio.Redis.from_url(redis_url)
+        limiter: Any = RedisLimiter(
+            client, settings.requests_per_minute, settings.tokens_per_minute
+        )
+    else:
+        limiter = LocalLimiter(settings.requests_per_minute, settings.tokens_per_minute)
+    return RateLimitedModel(model, limiter)
+
+
+class WorkerService:
+    """Everything one process needs to turn run ids into results."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model: ModelClient | None = None,
+        catalog: Catalog | None = None,
+        enqueue: Enqueue | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ledger = Ledger.from_url(settings.database_url)
+        self.ledger.migrate()
+        self.catalog = catalog or Catalog.load(
+            settings.analyzer_dirs, settings.procedure_dirs, builtins=settings.builtin_analyzers
+        )
+        self.loop = LoopThread()
+        self.enqueue = enqueue
+        self.http = HttpxTransport()
+        self.engine = Engine(
+            ledger=self.ledger,
+            catalog=self.catalog,
+            model=model or build_model(settings),
+            config=EngineConfig(
+                worker_id=worker_identity(),
+                default_model=settings.model,
+                lease_seconds=settings.lease_seconds,
+                heartbeat_seconds=settings.heartbeat_seconds,
+                retry_base_seconds=settings.retry_base_seconds,
+                retry_max_seconds=settings.retry_max_seconds,
+            ),
+            http=self.http,
+            secrets=tool_secrets(),
+        )
+        self._sweeper: Future[None] | None = None
+
+    def process(self, run_id: str) -> ProcessOutcome:
+        """Process one run id, blocking the calling thread (a Celery pool thread)."""
+        return self.loop.submit(self.engine.process(run_id)).result()
+
+    def start_sweeper(self) -> None:
+        """Re-enqueue, every `sweep_interval_seconds`, runs whose lease expired or whose queue
+        message seems lost. Every worker may run one: a duplicate message is a no-op."""
+        if self.enqueue is not None and self._sweeper is None:
+            self._sweeper = self.loop.submit(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_seconds)
+            try:
+                await asyncio.to_thread(self.sweep_once)
+            except Exception:
+                log.exception("sweep.failed")
+
+    def sweep_once(self) -> list[str]:
+        """One sweep: fail exhausted runs, re-enqueue the rest; returns the re-enqueued ids."""
+        report = self.ledger.sweep(older_than_seconds=self.settings.stale_queued_seconds)
+        if report.to_enqueue and self.enqueue is not None:
+            self.enqueue(report.to_enqueue)
+        if report.to_enqueue or report.exhausted:
+            log.info("sweep.done", requeued=len(report.to_enqueue), exhausted=len(report.exhausted))
+        return report.to_enqueue
+
+    def close(self) -> None:
+        """Stop the sweeper and the loop, close connections."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.loop.submit(self.http.aclose()).result(timeout=10)
+        aclose = getattr(self.engine.model, "aclose", None)
+        if aclose is not None:
+            self.loop.submit(aclose()).result(timeout=10)
+        self.loop.stop()
+        self.ledger.dispose()
