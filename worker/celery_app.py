@@ -64,7 +64,12 @@ def create_celery(settings: Settings) -> Celery:
     @app.task(name=TASK_NAME, ignore_result=True)
     def run_analysis(run_id: str) -> str:
         """Process one analysis run by id (the ledger holds everything else)."""
-        return str(_get_service(app).process(run_id).status)
+        outcome = _get_service(app).process(run_id)
+        if outcome.status == "retry":
+            # The ledger already says when the run may go again; this message is the wake-up
+            # for then. Should it be lost, the sweeper re-enqueues the run.
+            app.send_task(TASK_NAME, args=[run_id], queue=QUEUE, countdown=outcome.retry_in)
+        return str(outcome.status)
 
     return app
 
@@ -97,3 +102,12 @@ def _close_service(**_: Any) -> None:
         if _service is not None:
             _service.close()
             _service = None
+
+
+@signals.worker_ready.connect
+def _start_service(sender: Any = None, **_: Any) -> None:
+    # Build the service (and its sweeper) as soon as the worker is up, not on the first task:
+    # an idle worker must still recover runs whose worker died.
+    app = getattr(sender, "app", None)
+    if app is not None and getattr(app.conf, "posthoc_settings", None) is not None:
+        _get_service(app)

@@ -1,18 +1,34 @@
-"""The `posthoc` command line."""
+"""The `posthoc` command line.
+
+Exit codes: 0 when everything succeeded (or was skipped on purpose), 1 when anything failed or
+was invalid, 2 for usage and configuration errors.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
+from contextlib import AbstractContextManager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.table import Table
 
 from analyzers.checks import check_definitions
 from analyzers.definitions import load_paths
+from analyzers.errors import ConfigError
+from analyzers.model import ModelClient
+from analyzers.tools import HttpTransport
 from schemas import AnalysisResult, AnalyzerSpec, Conversation, Procedure
+from worker.catalog import Catalog
+from worker.cli_run import EXIT_FAILED, execute_batch, fail_usage, no_model_message
+from worker.logging import configure_logging
+from worker.settings import Settings
 
 app = typer.Typer(
     name="posthoc",
@@ -21,6 +37,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+AnalyzerOption = Annotated[
+    list[str] | None,
+    typer.Option("--analyzer", "-a", help="Run only this analyzer (repeatable)."),
+]
+Inputs = Annotated[
+    list[Path], typer.Argument(help="Conversation JSON or JSONL files, or folders of them.")
+]
 
 
 class SchemaName(StrEnum):
@@ -40,6 +64,37 @@ SCHEMA_MODELS: dict[SchemaName, type[BaseModel]] = {
 }
 
 
+def load_settings(*, quiet: bool = False) -> Settings:
+    """Settings from the environment, or a usage error that names the bad variable.
+
+    `quiet` (interactive batch commands) logs only warnings unless POSTHOC_LOG_LEVEL says
+    otherwise: the progress bar and the summary table say what happened.
+    """
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        details = "; ".join(
+            f"POSTHOC_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise fail_usage(f"invalid settings: {details}") from exc
+    level = "warning" if quiet and "log_level" not in settings.model_fields_set else None
+    configure_logging(level or settings.log_level, settings.log_format)
+    return settings
+
+
+def load_catalog(settings: Settings, extra_dirs: list[Path] | None = None) -> Catalog:
+    """The analyzers and procedures for this process, or a usage error listing the problems."""
+    try:
+        return Catalog.load(
+            [*settings.analyzer_dirs, *(extra_dirs or [])],
+            settings.procedure_dirs,
+            builtins=settings.builtin_analyzers,
+        )
+    except ConfigError as exc:
+        raise fail_usage(str(exc)) from exc
+
+
 @app.command()
 def validate(
     paths: Annotated[
@@ -57,7 +112,7 @@ def validate(
         typer.echo(str(problem))
     if problems:
         typer.echo(f"{len(problems)} problem(s) found", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
     typer.echo(
         f"ok: {len(loaded.analyzers)} analyzer(s), {len(loaded.procedures)} procedure(s), "
         f"{len(loaded.conversations)} conversation(s)"
@@ -65,13 +120,252 @@ def validate(
 
 
 @app.command()
-def schema(
-    name: Annotated[SchemaName, typer.Argument(help="Which contract.")],
-) -> None:
+def schema(name: Annotated[SchemaName, typer.Argument(help="Which contract.")]) -> None:
     """Print the JSON Schema of a contract, for editors and other tools."""
     document = SCHEMA_MODELS[name].model_json_schema(mode="validation")
     document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **document}
     typer.echo(json.dumps(document, indent=2, sort_keys=True))
+
+
+@app.command()
+def run(
+    inputs: Inputs,
+    analyzer: AnalyzerOption = None,
+    out: Annotated[Path | None, typer.Option(help="Write AnalysisResult JSONL here.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, max=2000, help="Analyses in flight (default: settings).")
+    ] = None,
+    analyzers_dir: Annotated[
+        list[Path] | None, typer.Option("--analyzers-dir", help="More analyzer/procedure YAML.")
+    ] = None,
+    simulate: Annotated[
+        bool, typer.Option(help="Use posthoc's simulated model instead of Claude.")
+    ] = False,
+) -> None:
+    """Analyse conversations now, in this process, on the embedded ledger (no broker)."""
+    settings = load_settings(quiet=True)
+    catalog = load_catalog(settings, analyzers_dir)
+    if not simulate and settings.anthropic_api_key is None:
+        raise fail_usage(no_model_message())
+    console = _console()
+    with _model(simulate, settings) as model:
+        code = execute_batch(
+            settings=settings,
+            catalog=catalog,
+            model=model,
+            http=_http(),
+            inputs=inputs,
+            analyzer_names=analyzer,
+            out=out,
+            concurrency=concurrency or settings.concurrency,
+            console=console,
+        )
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where to write the results.")] = Path(
+        "posthoc-data/demo-results.jsonl"
+    ),
+) -> None:
+    """Run the example conversations through the whole pipeline.
+
+    Without ANTHROPIC_API_KEY the model is simulated (and says so); with it, Claude runs.
+    """
+    from worker.demo import EXAMPLES, REAL_BANNER, SIMULATED_BANNER, DemoSystems  # noqa: PLC0415
+
+    settings = load_settings(quiet=True)
+    if not EXAMPLES.is_dir():
+        raise fail_usage(f"the examples folder {EXAMPLES} is missing; run from a source checkout")
+    settings = settings.model_copy(update={"database_url": "sqlite:///posthoc-data/demo.sqlite3"})
+    catalog = load_catalog(settings, [EXAMPLES / "analyzers", EXAMPLES / "procedures"])
+    simulate = settings.anthropic_api_key is None
+    console = _console()
+    console.print(SIMULATED_BANNER if simulate else REAL_BANNER, style="bold yellow")
+    with _model(simulate, settings) as model:
+        code = execute_batch(
+            settings=settings,
+            catalog=catalog,
+            model=model,
+            http=DemoSystems(),
+            inputs=[EXAMPLES / "conversations"],
+            analyzer_names=None,
+            out=out,
+            concurrency=settings.concurrency,
+            console=console,
+        )
+    if simulate:
+        console.print("Reminder: the model above was SIMULATED.", style="bold yellow")
+    raise typer.Exit(code)
+
+
+@app.command()
+def submit(inputs: Inputs, analyzer: AnalyzerOption = None) -> None:
+    """Persist conversations, record their runs and queue them for `posthoc worker`.
+
+    Prints one line per run: run id, analyzer, conversation, status. Submitting the same
+    conversation content again prints the runs recorded the first time.
+    """
+    from worker.celery_app import create_celery, enqueue_with  # noqa: PLC0415
+    from worker.cli_run import ensure_parent  # noqa: PLC0415
+    from worker.intake import read_conversations, record  # noqa: PLC0415
+    from worker.ledger import Ledger  # noqa: PLC0415
+
+    settings = load_settings()
+    catalog = load_catalog(settings)
+    loaded = read_conversations(inputs)
+    for problem in loaded.problems:
+        typer.echo(f"input problem: {problem}", err=True)
+    ensure_parent(settings.database_url)
+    ensure_parent(settings.broker_url.removeprefix("sqla+"))
+    ledger = Ledger.from_url(settings.database_url)
+    try:
+        ledger.migrate()
+        runs = record(
+            ledger,
+            catalog,
+            loaded.conversations,
+            analyzers=analyzer,
+            trigger="cli",
+            max_attempts=settings.max_attempts,
+            idempotent=True,
+        )
+    finally:
+        ledger.dispose()
+    new_queued = [run.id for _, run in runs if run.status == "queued" and run.created]
+    enqueue_with(create_celery(settings))(new_queued)
+    for conversation, run_record in runs:
+        typer.echo(
+            f"{run_record.id}\t{run_record.analyzer}\t{conversation.conversation_id}\t"
+            f"{run_record.status}{'' if run_record.created else ' (already submitted)'}"
+        )
+    raise typer.Exit(EXIT_FAILED if loaded.problems else 0)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(min=1, max=2000)] = None,
+) -> None:
+    """Consume runs from the configured broker, many analyses at once per process."""
+    from worker.celery_app import QUEUE, create_celery  # noqa: PLC0415
+    from worker.cli_run import ensure_parent  # noqa: PLC0415
+
+    settings = load_settings()
+    load_catalog(settings)  # fail fast on bad definitions, before connecting anything
+    ensure_parent(settings.database_url)
+    ensure_parent(settings.broker_url.removeprefix("sqla+"))
+    celery = create_celery(settings)
+    celery.worker_main(
+        [
+            "worker",
+            "--pool=threads",
+            f"--concurrency={concurrency or settings.concurrency}",
+            f"--queues={QUEUE}",
+            f"--loglevel={settings.log_level.upper()}",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Runs by state, in total and per analyzer."""
+    from worker.ledger import Ledger  # noqa: PLC0415
+
+    settings = load_settings()
+    ledger = Ledger.from_url(settings.database_url)
+    try:
+        ledger.migrate()
+        totals = ledger.counts_by_status()
+        by_analyzer = ledger.counts_by_analyzer()
+        failed = ledger.list_runs(status="failed", limit=20)
+    finally:
+        ledger.dispose()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "total": totals,
+                    "by_analyzer": by_analyzer,
+                    "recent_failures": [
+                        {
+                            "run_id": r.id,
+                            "analyzer": r.analyzer,
+                            "error_type": r.error_type,
+                            "error_message": r.error_message,
+                        }
+                        for r in failed
+                    ],
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        return
+    states = ["queued", "running", "succeeded", "failed", "skipped"]
+    table = Table(title="posthoc runs")
+    table.add_column("analyzer")
+    for state in states:
+        table.add_column(state, justify="right")
+    for name, counts in sorted(by_analyzer.items()):
+        table.add_row(name, *(str(counts.get(state, 0)) for state in states))  # type: ignore[call-overload]
+    table.add_row("total", *(str(totals.get(state, 0)) for state in states), style="bold")  # type: ignore[call-overload]
+    console = Console()
+    console.print(table)
+    for r in failed:
+        console.print(
+            f"failed {r.id} {r.analyzer}: {r.error_type}: {r.error_message}", highlight=False
+        )
+
+
+@app.command()
+def retry(
+    run_ids: Annotated[list[str] | None, typer.Argument(help="Failed runs to retry.")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Retry every failed run.")] = False,
+) -> None:
+    """Put failed (dead-lettered) runs back on the queue with a fresh attempt budget."""
+    from worker.celery_app import create_celery, enqueue_with  # noqa: PLC0415
+    from worker.ledger import Ledger, LedgerError  # noqa: PLC0415
+
+    if bool(run_ids) == failed:
+        raise fail_usage("give run ids or --failed, not both and not neither")
+    settings = load_settings()
+    ledger = Ledger.from_url(settings.database_url)
+    try:
+        ledger.migrate()
+        requeued = ledger.requeue_failed(None if failed else run_ids)
+    except LedgerError as exc:
+        raise fail_usage(str(exc)) from exc
+    finally:
+        ledger.dispose()
+    enqueue_with(create_celery(settings))(requeued)
+    for run_id in requeued:
+        typer.echo(f"{run_id}\tqueued")
+    typer.echo(f"{len(requeued)} run(s) queued again", err=True)
+
+
+def _console() -> Console:
+    # Piped output has no terminal width; 120 columns keep the summary table readable in logs.
+    return Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+
+
+def _http() -> HttpTransport:
+    from worker.http_transport import HttpxTransport  # noqa: PLC0415 - only commands that run
+
+    return HttpxTransport()
+
+
+def _model(simulate: bool, settings: Settings) -> AbstractContextManager[ModelClient]:
+    """The simulated model (a local fake server, for its lifetime) or the configured one."""
+    from worker.demo import simulated_model  # noqa: PLC0415 - starts a server
+    from worker.service import build_model  # noqa: PLC0415 - loads the SDK
+
+    return simulated_model() if simulate else contextlib.nullcontext(build_model(settings))
 
 
 def main() -> None:

@@ -46,7 +46,7 @@ def execute_batch(
     if not loaded.conversations and not loaded.problems:
         console.print("[yellow]no conversations found in the inputs[/yellow]")
         return EXIT_USAGE
-    _ensure_parent(settings.database_url)
+    ensure_parent(settings.database_url)
     ledger = Ledger.from_url(settings.database_url)
     try:
         ledger.migrate()
@@ -76,7 +76,7 @@ def execute_batch(
             ),
         )
         with _progress(console, len(queued)) as advance:
-            asyncio.run(process_all(engine, queued, concurrency=concurrency, on_done=advance))
+            asyncio.run(_process_and_close(engine, queued, concurrency, advance))
         results = collect_results(ledger, runs)
     finally:
         ledger.dispose()
@@ -88,6 +88,22 @@ def execute_batch(
     _print_summary(console, results, out)
     failed = any(result.status == "failed" for result in results) or bool(loaded.problems)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+async def _process_and_close(
+    engine: Engine,
+    run_ids: Sequence[str],
+    concurrency: int,
+    advance: Callable[[str, ProcessOutcome], None],
+) -> None:
+    # Clients are bound to the event loop they first ran on: close them on that loop.
+    try:
+        await process_all(engine, run_ids, concurrency=concurrency, on_done=advance)
+    finally:
+        for resource in (engine.model, engine.http):
+            aclose = getattr(resource, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 @contextlib.contextmanager
@@ -116,7 +132,10 @@ def _print_problems(console: Console, problems: Sequence[Problem]) -> None:
 
 
 def _print_summary(console: Console, results: Sequence[AnalysisResult], out: Path | None) -> None:
-    table = Table(title="posthoc run", show_footer=True)
+    table = Table(
+        title="posthoc run (tokens: prompt, output, and prompt tokens read from cache)",
+        show_footer=True,
+    )
     totals = summarize(results)
     grand = [
         sum(getattr(t, field) for t in totals.values())
@@ -130,19 +149,11 @@ def _print_summary(console: Console, results: Sequence[AnalysisResult], out: Pat
             "cost_usd",
         )
     ]
-    columns = [
-        "analyzer",
-        "succeeded",
-        "failed",
-        "skipped",
-        "prompt tokens",
-        "output tokens",
-        "cache read",
-        "cost (USD)",
-    ]
+    columns = ["analyzer", "ok", "failed", "skipped", "prompt", "output", "cached", "USD"]
     footers = ["total", *[str(int(value)) for value in grand[:-1]], f"{grand[-1]:.4f}"]
     for name, footer in zip(columns, footers, strict=True):
-        table.add_column(name, footer=footer, justify="left" if name == "analyzer" else "right")
+        is_name = name == "analyzer"
+        table.add_column(name, footer=footer, justify="left" if is_name else "right", no_wrap=True)
     for analyzer, t in totals.items():
         table.add_row(
             analyzer,
@@ -170,7 +181,7 @@ def _print_summary(console: Console, results: Sequence[AnalysisResult], out: Pat
         console.print(f"results: {out}")
 
 
-def _ensure_parent(database_url: str) -> None:
+def ensure_parent(database_url: str) -> None:
     # The embedded ledger lives in a file under ./posthoc-data by default: create the folder.
     if database_url.startswith("sqlite:///"):
         Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
