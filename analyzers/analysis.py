@@ -9,7 +9,7 @@ from analyzers.conversation_tools import builtin_tools, render_turn
 from analyzers.errors import PermanentModelError, RunFailed
 from analyzers.http_tools import HttpToolRunner
 from analyzers.model import ModelClient, ModelRequest
-from analyzers.model_profiles import profile_for
+from analyzers.model_profiles import cost_of, profile_for
 from analyzers.output_tools import OutputRecorder
 from analyzers.procedure_runner import (
     DecideConditionTool,
@@ -66,6 +66,7 @@ async def run(
     started_at = options.now()
     session: Session | None = None
     error: RunError | None = None
+    spent, turns_spent = Usage(), 0
     # The second attempt only happens when the model reports that the prompt overflowed its
     # context window: it then reads a smaller window of the conversation.
     for keep_last in (None, max(len(conversation.turns) // 4, 8)):
@@ -74,6 +75,9 @@ async def run(
             session, state = _open_session(spec, conversation, model, companions, view, options)
             await _drive(session, state, spec, conversation, procedures)
         except ContextOverflow:
+            # What the overflowing attempt spent is still billed: carry it into the result.
+            if session is not None:
+                spent, turns_spent = spent + session.usage, turns_spent + session.model_turns
             error = RunError(
                 type="context_window_exceeded",
                 message="the prompt did not fit the model's context window, even with the "
@@ -87,7 +91,17 @@ async def run(
         else:
             error = None
         break
-    return _result(spec, conversation, session, options, started_at, error)
+    result = _result(spec, conversation, session, options, started_at, error)
+    if turns_spent:
+        usage = result.usage + spent
+        result = result.model_copy(
+            update={
+                "usage": usage,
+                "cost": cost_of(result.model or options.default_model, usage),
+                "model_turns": result.model_turns + turns_spent,
+            }
+        )
+    return result
 
 
 def _select_procedures(

@@ -281,6 +281,8 @@ def test_context_window_exceeded_retries_once_with_a_window() -> None:
     result = run(builtin_analyzer("follow_ups"), conversation(turns=60), model)
 
     assert result.status == "succeeded"
+    assert result.model_turns == 2, "the overflowing attempt's turn is still counted"
+    assert result.usage.input_tokens == 200, "and so are its tokens"
     first_block = model.requests[0].system[1]["text"]
     second_block = model.requests[1].system[1]["text"]
     assert "[30] " in first_block
