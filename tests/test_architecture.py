@@ -27,7 +27,7 @@ def imports_of(package: str) -> Iterator[tuple[Path, str]]:
 
 def top(module: str) -> str:
     """The top-level package of a dotted module name."""
-    return module.split(".")[0]
+    return module.split(".", maxsplit=1)[0]
 
 
 def test_schemas_import_only_pydantic_and_the_standard_library() -> None:
