@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -68,3 +69,13 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("POSTHOC_", "ANTHROPIC_", "SLACK_")):
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """Commands configure logging for the process; each test starts from structlog's defaults."""
+    yield
+    import structlog
+
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
