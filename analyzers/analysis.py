@@ -71,8 +71,10 @@ async def run(
     # context window: it then reads a smaller window of the conversation.
     for keep_last in (None, max(len(conversation.turns) // 4, 8)):
         try:
-            view = await _choose_view(spec, conversation, model, options, keep_last)
-            session, state = _open_session(spec, conversation, model, companions, view, options)
+            view, rendered = await _choose_view(spec, conversation, model, options, keep_last)
+            session, state = _open_session(
+                spec, conversation, model, companions, view, options, rendered
+            )
             await _drive(session, state, spec, conversation, procedures)
         except ContextOverflow:
             # What the overflowing attempt spent is still billed: carry it into the result.
@@ -125,6 +127,7 @@ def _open_session(
     companions: Sequence[AnalyzerSpec],
     view: ConversationView,
     options: RunOptions,
+    rendered: str | None,
 ) -> tuple[Session, ProcedureState]:
     recorder = OutputRecorder(spec.outputs, len(conversation.turns))
     coverage = ReadCoverage(len(conversation.turns))
@@ -149,7 +152,8 @@ def _open_session(
         tools.update({tool.name: tool for tool in procedure_tools})
         if spec.procedures:
             allowed |= {tool.name for tool in procedure_tools}
-    system = system_blocks(render_conversation(conversation, view), cache_ttl=options.cache_ttl)
+    text = rendered if rendered is not None else render_conversation(conversation, view)
+    system = system_blocks(text, cache_ttl=options.cache_ttl)
     session = Session(
         spec,
         conversation,
@@ -209,22 +213,23 @@ async def _choose_view(
     model: ModelClient,
     options: RunOptions,
     keep_last: int | None,
-) -> ConversationView:
+) -> tuple[ConversationView, str | None]:
     """Show the whole conversation when it fits; else its opening and as much of its end as fits.
 
     A conservative estimate decides cheaply for most conversations; near the limit the model's
-    own token count decides.
+    own token count decides. Returns the view, and the rendered text when it is the whole
+    conversation (so it is not rendered twice).
     """
     turn_count = len(conversation.turns)
     if keep_last is not None:
-        return _window(turn_count, keep_last)
+        return _window(turn_count, keep_last), None
     model_id = spec.model.id or options.default_model
     limit = spec.model.max_input_tokens or (
         profile_for(model_id).context_window - spec.model.max_tokens - PROMPT_RESERVE_TOKENS
     )
     whole = render_conversation(conversation, ConversationView())
     if estimate_tokens(whole) <= limit * CHEAP_CHECK_SHARE:
-        return ConversationView()
+        return ConversationView(), whole
     counted = await model.count_tokens(
         ModelRequest(
             model=model_id,
@@ -234,7 +239,7 @@ async def _choose_view(
         )
     )
     if counted <= limit:
-        return ConversationView()
+        return ConversationView(), whole
     tokens_per_char = counted / max(len(whole), 1)
     turn_costs = [
         len(render_turn(index, turn)) * tokens_per_char + 1
@@ -248,7 +253,7 @@ async def _choose_view(
             break
         budget -= cost
         kept += 1
-    return _window(turn_count, max(kept, 1))
+    return _window(turn_count, max(kept, 1)), None
 
 
 def _window(turn_count: int, keep_last: int) -> ConversationView:

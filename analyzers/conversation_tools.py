@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from analyzers.errors import ConfigError
@@ -84,7 +84,12 @@ def render_event(index: int, event: Event) -> str:
 
 
 def _clock(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%H:%M:%S")
+    # An f-string, not strftime: this runs for every turn of every prompt.
+    utc = moment if moment.utcoffset() == _ZERO else moment.astimezone(UTC)
+    return f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
+
+
+_ZERO = timedelta(0)
 
 
 def _one_line(text: str) -> str:

@@ -8,7 +8,7 @@ model as an error tool_result that lists them.
 
 from __future__ import annotations
 
-import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,8 +64,27 @@ def strict_compatible(schema: Any) -> bool:
 
 
 def recording_schema(output: OutputSpec) -> JSON:
-    """The input schema of `record_<name>`: the value, or unknown, plus evidence turns."""
-    value_schema = copy.deepcopy(output.value_schema())
+    """The input schema of `record_<name>`: the value, or unknown, plus evidence turns.
+
+    Shared between runs (built once per output definition): treat it as read-only.
+    """
+    return _recording_schema(output.model_dump_json())
+
+
+def _validator(output: OutputSpec) -> Draft202012Validator:
+    return _cached_validator(output.model_dump_json())
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_validator(output_json: str) -> Draft202012Validator:
+    return Draft202012Validator(_recording_schema(output_json))
+
+
+@functools.lru_cache(maxsize=512)
+def _recording_schema(output_json: str) -> JSON:
+    # Keyed by the output's JSON: every run of an analyzer shares one schema and one validator.
+    output = OutputSpec.model_validate_json(output_json)
+    value_schema = output.value_schema()
     definitions = value_schema.pop("$defs", None)
     schema: JSON = {
         "type": "object",
@@ -104,9 +123,7 @@ class OutputRecorder:
     invalid_attempts: int = 0
 
     def __post_init__(self) -> None:
-        self._validators = {
-            output.name: Draft202012Validator(recording_schema(output)) for output in self.outputs
-        }
+        self._validators = {output.name: _validator(output) for output in self.outputs}
 
     def missing_required(self) -> list[OutputSpec]:
         """Required outputs that have not been recorded yet."""
@@ -190,24 +207,29 @@ class OutputTool:
 
     def definition(self) -> JSON:
         """The tool definition; strict when the API can enforce the whole schema."""
-        schema = recording_schema(self.output)
-        many = (
-            "Call it once per item."
-            if self.output.cardinality == "many"
-            else ("Call it once; a second call replaces the first.")
-        )
-        definition: JSON = {
-            "name": self.name,
-            "description": f"Record the output '{self.output.name}': {self.output.description} "
-            f"{many}",
-            "input_schema": schema,
-        }
-        if strict_compatible(schema):
-            definition["strict"] = True
-        return definition
+        return _definition(self.output.model_dump_json())
 
     async def call(self, arguments: JSON, context: ToolContext) -> ToolOutcome:
         """Record the value (validated) for this run."""
         if self.recorder is None:
             return ToolOutcome(f"{self.name} is not an output of this analyzer.", is_error=True)
         return self.recorder.record(self.output, arguments)
+
+
+@functools.lru_cache(maxsize=512)
+def _definition(output_json: str) -> JSON:
+    output = OutputSpec.model_validate_json(output_json)
+    schema = _recording_schema(output_json)
+    many = (
+        "Call it once per item."
+        if output.cardinality == "many"
+        else "Call it once; a second call replaces the first."
+    )
+    definition: JSON = {
+        "name": output.tool_name,
+        "description": f"Record the output '{output.name}': {output.description} {many}",
+        "input_schema": schema,
+    }
+    if strict_compatible(schema):
+        definition["strict"] = True
+    return definition

@@ -7,6 +7,7 @@ handles every stop reason explicitly. It knows nothing of Celery, databases or s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -19,7 +20,7 @@ from analyzers.errors import RunFailed
 from analyzers.model import ModelClient, ModelRequest, ModelTurn
 from analyzers.model_profiles import cost_of
 from analyzers.output_tools import OutputRecorder, OutputTool
-from analyzers.prompt import ConversationView, sha256_json
+from analyzers.prompt import ConversationView
 from analyzers.tools import JSON, HttpTransport, ReadCoverage, Tool, ToolContext, ToolOutcome
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
@@ -107,8 +108,15 @@ class Session:
         return cost_of(self.model_id, self.usage)
 
     def prompt_hash(self) -> str:
-        """Hash of everything before the conversation-specific messages: tools and system."""
-        return sha256_json({"tools": self.tool_definitions, "system": self.system})
+        """Hash of everything before the conversation-specific messages: tools and system.
+
+        The system texts are hashed as they are (they are most of the bytes), the small tool
+        list as sorted JSON.
+        """
+        digest = hashlib.sha256(json.dumps(self.tool_definitions, sort_keys=True).encode())
+        for block in self.system:
+            digest.update(b"\x00" + str(block.get("text", "")).encode())
+        return digest.hexdigest()
 
     async def converse(self, content: list[JSON]) -> ModelTurn:
         """Send a user message and let the model work (calling tools) until it ends its turn."""

@@ -11,6 +11,7 @@ the adapter and the runtime, never uvicorn, SSE rendering or the cache simulatio
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import statistics
 import sys
@@ -149,13 +150,17 @@ def fake_api_in_child_process(
     try:
         if not ours.poll(startup_timeout):
             raise RuntimeError("the fake Messages API process did not start in time")
-        base_url: str = ours.recv()
+        try:
+            base_url: str = ours.recv()
+        except EOFError:
+            process.join(timeout=5)
+            raise RuntimeError(
+                f"the fake Messages API process exited at startup (code {process.exitcode})"
+            ) from None
         yield RemoteFakeAPI(base_url, ours)
     finally:
-        try:
+        with contextlib.suppress(OSError):  # the child may already be gone
             ours.send("stop")
-        except OSError:
-            pass  # the child is already gone
         process.join(timeout=30)
         if process.is_alive():
             process.terminate()

@@ -8,6 +8,9 @@ conditions). Built-in analyzers are YAML files loaded exactly like a user's.
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -113,10 +116,17 @@ class OutputSpec(Contract):
         return OUTPUT_TOOL_PREFIX + self.name
 
     def value_schema(self) -> dict[str, Any]:
-        """The JSON Schema of one recorded value."""
+        """The JSON Schema of one recorded value (a fresh copy the caller may change)."""
         if self.json_schema is not None:
-            return self.json_schema
-        return OUTPUT_MODELS[str(self.model)].model_json_schema()
+            return copy.deepcopy(self.json_schema)
+        schema: dict[str, Any] = json.loads(_output_model_schema(str(self.model)))
+        return schema
+
+
+@functools.cache
+def _output_model_schema(name: str) -> str:
+    # Generating a pydantic model's JSON Schema is slow; it never changes within a process.
+    return json.dumps(OUTPUT_MODELS[name].model_json_schema())
 
 
 class ModelSettings(Contract):

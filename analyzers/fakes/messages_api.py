@@ -326,7 +326,9 @@ def serve_fake_messages_api(
     """Serve `api` with uvicorn on an ephemeral port of `host` in a background thread; yield
     the base URL to give the SDK. Open streams get a second to finish at shutdown, then are
     cancelled."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+    # and without it every reply waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]

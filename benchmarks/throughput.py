@@ -1,0 +1,529 @@
+"""Worker throughput against the model-bound limit, and memory, at hundreds of analyses in flight.
+
+N conversations, one follow_ups run each, go through Redis to a real `posthoc worker` (threads
+pool, one asyncio loop, concurrency C) with a PostgreSQL ledger (a throwaway database: SQLite
+would be the bottleneck) and the fake Messages API answering every model turn after a fixed
+latency L. The simulated analyst takes exactly 3 model turns per analysis, so a run spends 3L
+waiting on the model and no worker can finish more than C / 3L runs per second: that is the
+limit. Throughput is N over the wall time from the first enqueue to the last completion (the
+ledger's `finished_at`), and the ratio is throughput / limit.
+
+The baseline is the same Celery task on the prefork pool (`--pool=prefork`, P processes, one
+analysis at a time each); its limit is P / 3L by the same formula. Peak RSS is the sum of
+`VmHWM` over the worker's processes (the parent and, for prefork, every child; pages shared
+after fork are counted once per process, so this overstates prefork slightly), read from /proc.
+
+The fake server runs in a separate process so that its CPU is not the worker's; the machine
+still has only its cores to share between the worker, the fake, PostgreSQL and Redis, so on a
+2-core machine the fake's own work competes with the worker's. CPU seconds of the worker and
+of the fake are printed so a reader can tell which one was saturated.
+
+Goal: ratio at least 0.9 at 500 analyses in flight, under 1 GiB RSS.
+
+    python benchmarks/throughput.py [--smoke] [--runs N] [--concurrency C] [--latency L]
+                                    [--prefork-processes P] [--baseline-runs N] [--no-baseline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import multiprocessing
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import sqlalchemy as sa
+from celery import Celery
+from sqlalchemy.pool import NullPool
+
+from analyzers.fakes import FakeReply, simulated_analyst
+from benchmarks._common import JSON, fake_api_in_child_process, verdict
+from schemas import Conversation
+from worker.celery_app import TASK_NAME, create_celery
+from worker.ledger import Ledger, RunPlan
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTHOC = ROOT / ".venv" / "bin" / "posthoc"
+LOOPBACK_ONLY = ROOT / "tests" / "integration" / "loopback_only"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_ADMIN_URLS = (
+    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+    "postgresql+psycopg://root@127.0.0.1:5432/postgres",
+)
+MODEL_TURNS = 3
+GOAL_RATIO = 0.9
+GOAL_RSS_BYTES = 1 << 30
+ANALYZER = "follow_ups"
+WARMUP_RUNS = 8
+
+PREFORK_LAUNCHER = """
+import sys
+from worker.celery_app import create_celery
+from worker.cli import load_catalog, load_settings
+settings = load_settings()
+load_catalog(settings)
+create_celery(settings).worker_main([
+    "worker", "--pool=prefork", f"--concurrency={sys.argv[1]}", f"--queues={settings.queue}",
+    f"--loglevel={settings.log_level.upper()}",
+    "--without-gossip", "--without-mingle", "--without-heartbeat",
+])
+"""
+
+
+class Unavailable(RuntimeError):
+    """A service the benchmark needs is not running."""
+
+
+def paced_analyst(body: JSON, *, latency: float) -> FakeReply:
+    """The fake's responder: the simulated analyst (3 turns per follow_ups run), `latency`
+    seconds before each turn's first event."""
+    return replace(simulated_analyst(body), latency=latency)
+
+
+# -- services ------------------------------------------------------------------------------
+
+
+@contextmanager
+def throwaway_database() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    for url in POSTGRES_ADMIN_URLS:
+        admin = sa.create_engine(
+            url,
+            isolation_level="AUTOCOMMIT",
+            poolclass=NullPool,
+            connect_args={"connect_timeout": 3},
+        )
+        try:
+            with admin.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+        except sa.exc.DBAPIError:
+            admin.dispose()
+            continue
+        break
+    else:
+        raise Unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
+    name = f"posthoc_bench_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def check_redis() -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        raise Unavailable(f"Redis is not reachable at {REDIS_URL}: {error}") from error
+    finally:
+        client.close()
+
+
+def delete_queue(queue: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.delete(*client.keys(f"{queue}*"), f"_kombu.binding.{queue}")
+    finally:
+        client.close()
+
+
+# -- /proc ---------------------------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants that are alive."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        try:
+            tasks = Path(f"/proc/{current}/task").iterdir()
+            for task in tasks:
+                children = (task / "children").read_text().split()
+                pending.extend(int(child) for child in children)
+        except OSError:
+            continue
+    return found
+
+
+def status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+# -- one measurement -----------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    pool: str
+    concurrency: int
+    runs: int
+    latency: float
+    wall_seconds: float
+    enqueue_seconds: float
+    succeeded: int
+    failed: int
+    extra_attempts: int
+    peak_in_flight: int
+    median_run_seconds: float
+    peak_rss_kib: int
+    peak_sampled_rss_kib: int
+    processes: int
+    worker_cpu_seconds: float
+    fake_cpu_seconds: float
+
+    @property
+    def limit(self) -> float:
+        return self.concurrency / (MODEL_TURNS * self.latency)
+
+    @property
+    def throughput(self) -> float:
+        return self.runs / self.wall_seconds
+
+    @property
+    def ratio(self) -> float:
+        return self.throughput / self.limit
+
+
+def worker_environment(
+    base_url: str, database_url: str, queue: str, concurrency: int, log_level: str
+) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),  # noqa: S108 - only when HOME is unset
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "ANTHROPIC_API_KEY": "benchmark",
+        "ANTHROPIC_BASE_URL": base_url,
+        "POSTHOC_BROKER_URL": REDIS_URL,
+        "POSTHOC_QUEUE": queue,
+        "POSTHOC_DATABASE_URL": database_url,
+        "POSTHOC_CONCURRENCY": str(concurrency),
+        "POSTHOC_LOG_FORMAT": "json",
+        "POSTHOC_LOG_LEVEL": log_level,
+    }
+    if LOOPBACK_ONLY.is_dir():  # the workers reach nothing but this machine
+        env["PYTHONPATH"] = str(LOOPBACK_ONLY)
+    return env
+
+
+def start_worker(
+    pool: str, concurrency: int, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    if pool == "threads":
+        command = [str(POSTHOC), "worker"]
+    else:
+        command = [sys.executable, "-c", PREFORK_LAUNCHER, str(concurrency)]
+    with log.open("wb") as out:
+        return subprocess.Popen(  # noqa: S603 - our own console script or launcher
+            command,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def conversation(conversation_id: str) -> Conversation:
+    return Conversation.model_validate(
+        {
+            "conversation_id": conversation_id,
+            "tenant_id": "acme",
+            "agent_id": "support-bot",
+            "channel": "chat",
+            "started_at": "2026-11-20T09:00:00Z",
+            "ended_at": "2026-11-20T09:04:00Z",
+            "outcome": "escalated",
+            "turns": [
+                {"role": "user", "text": "Our office internet has been down since this morning."},
+                {"role": "agent", "text": "I see an outage in your area; a technician is booked."},
+                {"role": "user", "text": "We lose money every hour. Please call me back today."},
+                {"role": "agent", "text": "I have escalated it and asked a manager to call you."},
+            ],
+        }
+    )
+
+
+def record(ledger: Ledger, count: int) -> list[str]:
+    batch = uuid.uuid4().hex[:8]
+    run_ids = []
+    for index in range(count):
+        ref = ledger.save_conversation(conversation(f"bench-{batch}-{index}"))
+        [run] = ledger.record_runs(ref.pk, [RunPlan(ANALYZER, "1.0.0")], trigger="cli")
+        run_ids.append(run.id)
+    return run_ids
+
+
+def finished(ledger: Ledger) -> int:
+    counts = ledger.counts_by_status()
+    return counts["succeeded"] + counts["failed"] + counts["skipped"]
+
+
+@dataclass
+class Bench:
+    """One worker under test, the ledger it writes and the app that feeds it."""
+
+    pool: str
+    process: subprocess.Popen[bytes]
+    ledger: Ledger
+    app: Celery
+    queue: str
+    log: Path
+
+    def send(self, run_ids: Sequence[str]) -> None:
+        for run_id in run_ids:
+            self.app.send_task(TASK_NAME, args=[run_id], queue=self.queue)
+
+    def check(self, deadline: float) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the {self.pool} worker exited; see {self.log}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {self.pool} worker did not finish in time; see {self.log}")
+
+    def warm_up(self) -> None:
+        """The worker is up and every prefork child has built its service."""
+        self.send(record(self.ledger, WARMUP_RUNS))
+        deadline = time.monotonic() + 120
+        while finished(self.ledger) < WARMUP_RUNS:
+            self.check(deadline)
+            time.sleep(0.25)
+
+
+def measure(
+    pool: str,
+    *,
+    concurrency: int,
+    runs: int,
+    latency: float,
+    timeout: float,
+    workdir: Path,
+    log_level: str,
+) -> Measurement:
+    """One worker (threads or prefork), one fake, one database: N runs through Redis."""
+    queue = f"posthoc.bench.{uuid.uuid4().hex[:10]}"
+    responder = functools.partial(paced_analyst, latency=latency)
+    with throwaway_database() as database_url, fake_api_in_child_process(responder) as fake:
+        [fake_process] = multiprocessing.active_children()
+        ledger = Ledger.from_url(database_url)
+        ledger.migrate()
+        app = create_celery(Settings(broker_url=REDIS_URL, queue=queue))
+        env = worker_environment(fake.base_url, database_url, queue, concurrency, log_level)
+        log = workdir / f"worker-{pool}.log"
+        bench = Bench(pool, start_worker(pool, concurrency, env, log), ledger, app, queue, log)
+        try:
+            bench.warm_up()
+            return _timed(bench, runs, fake_process.pid or 0, timeout, concurrency, latency)
+        finally:
+            stop_worker(bench.process)
+            app.close()
+            ledger.dispose()
+            delete_queue(queue)
+
+
+def _timed(
+    bench: Bench, runs: int, fake_pid: int, timeout: float, concurrency: int, latency: float
+) -> Measurement:
+    run_ids = record(bench.ledger, runs)
+    worker_pid = bench.process.pid
+    worker_cpu_before = sum(cpu_seconds(p) for p in process_tree(worker_pid))
+    fake_cpu_before = cpu_seconds(fake_pid)
+
+    started = datetime.now(UTC)
+    bench.send(run_ids)
+    enqueued = (datetime.now(UTC) - started).total_seconds()
+    peak_in_flight = peak_rss = 0
+    deadline = time.monotonic() + timeout
+    while finished(bench.ledger) < WARMUP_RUNS + runs:
+        bench.check(deadline)
+        peak_in_flight = max(peak_in_flight, bench.ledger.counts_by_status()["running"])
+        peak_rss = max(peak_rss, sum(status_kib(p, "VmRSS") for p in process_tree(worker_pid)))
+        time.sleep(0.25)
+
+    tree = process_tree(worker_pid)
+    wanted = set(run_ids)
+    mine = [r for r in bench.ledger.list_runs(limit=runs + WARMUP_RUNS + 10) if r.id in wanted]
+    last = max(r.finished_at for r in mine if r.finished_at is not None)
+    durations = [
+        (r.finished_at - r.started_at).total_seconds()
+        for r in mine
+        if r.finished_at is not None and r.started_at is not None
+    ]
+    return Measurement(
+        pool=bench.pool,
+        concurrency=concurrency,
+        runs=runs,
+        latency=latency,
+        wall_seconds=(last - started).total_seconds(),
+        enqueue_seconds=enqueued,
+        succeeded=sum(r.status == "succeeded" for r in mine),
+        failed=sum(r.status == "failed" for r in mine),
+        extra_attempts=sum(r.attempts - 1 for r in mine),
+        peak_in_flight=peak_in_flight,
+        median_run_seconds=statistics.median(durations) if durations else 0.0,
+        peak_rss_kib=sum(status_kib(p, "VmHWM") for p in tree),
+        peak_sampled_rss_kib=peak_rss,
+        processes=len(tree),
+        worker_cpu_seconds=sum(cpu_seconds(p) for p in tree) - worker_cpu_before,
+        fake_cpu_seconds=cpu_seconds(fake_pid) - fake_cpu_before,
+    )
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def describe(m: Measurement) -> str:
+    mib = 1024
+    return "\n".join(
+        [
+            f"[{m.pool}] concurrency {m.concurrency}, {m.runs} runs, {MODEL_TURNS} turns x "
+            f"{m.latency:g} s per run",
+            f"  wall {m.wall_seconds:.2f} s (first enqueue to last completion; enqueueing took "
+            f"{m.enqueue_seconds:.2f} s); succeeded "
+            f"{m.succeeded}, failed {m.failed}, extra attempts {m.extra_attempts}",
+            f"  throughput {m.throughput:.2f} runs/s; limit {m.concurrency} / "
+            f"{MODEL_TURNS * m.latency:g} s = {m.limit:.2f} runs/s; ratio {m.ratio:.3f}",
+            f"  peak in flight (ledger, sampled every 0.25 s) {m.peak_in_flight}; median run "
+            f"{m.median_run_seconds:.2f} s (model time alone {MODEL_TURNS * m.latency:g} s)",
+            f"  peak RSS: sum of VmHWM over {m.processes} process(es) "
+            f"{m.peak_rss_kib / mib:.1f} MiB; peak sampled total VmRSS "
+            f"{m.peak_sampled_rss_kib / mib:.1f} MiB",
+            f"  CPU during the measured part: worker {m.worker_cpu_seconds:.1f} s "
+            f"({m.worker_cpu_seconds / m.wall_seconds:.2f} cores), fake model "
+            f"{m.fake_cpu_seconds:.1f} s ({m.fake_cpu_seconds / m.wall_seconds:.2f} cores); "
+            f"{os.cpu_count()} cores here",
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--smoke", action="store_true", help="a tiny run, for CI")
+    parser.add_argument("--runs", type=int, default=None, help="analyses to run (1500)")
+    parser.add_argument("--concurrency", type=int, default=None, help="threads worker (500)")
+    parser.add_argument("--latency", type=float, default=None, help="seconds per turn (1.0)")
+    parser.add_argument("--prefork-processes", type=int, default=None, help="baseline (8)")
+    parser.add_argument("--baseline-runs", type=int, default=None, help="default: --runs")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the prefork baseline")
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="the workers' POSTHOC_LOG_LEVEL (default: info, as in production)",
+    )
+    args = parser.parse_args(argv)
+    runs = args.runs or (20 if args.smoke else 1500)
+    concurrency = args.concurrency or (10 if args.smoke else 500)
+    latency = args.latency or (0.2 if args.smoke else 1.0)
+    processes = args.prefork_processes or (2 if args.smoke else 8)
+    baseline_runs = args.baseline_runs or (8 if args.smoke else runs)
+
+    print(
+        f"throughput benchmark{' (smoke)' if args.smoke else ''}: {runs} runs of {ANALYZER}, "
+        f"{MODEL_TURNS} model turns x {latency:g} s, Redis broker, PostgreSQL ledger, fake "
+        f"Messages API in its own process"
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="posthoc-bench-"))
+    try:
+        check_redis()
+        threads = measure(
+            "threads",
+            concurrency=concurrency,
+            runs=runs,
+            latency=latency,
+            timeout=300 + 3 * runs * MODEL_TURNS * latency / concurrency,
+            workdir=workdir,
+            log_level=args.log_level,
+        )
+        print(describe(threads), flush=True)
+        prefork = None
+        if not args.no_baseline:
+            prefork = measure(
+                "prefork",
+                concurrency=processes,
+                runs=baseline_runs,
+                latency=latency,
+                timeout=300 + 3 * baseline_runs * MODEL_TURNS * latency / processes,
+                workdir=workdir,
+                log_level=args.log_level,
+            )
+            print(describe(prefork), flush=True)
+    except Unavailable as error:
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"cannot run: {error}")
+        return 1 if os.environ.get("CI") == "true" else 0
+    except BaseException:
+        print(f"worker logs kept in {workdir}")
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
+
+    met = threads.ratio >= GOAL_RATIO and threads.peak_rss_kib * 1024 < GOAL_RSS_BYTES
+    print(
+        f"threads: ratio {threads.ratio:.3f} of the model-bound limit at {concurrency} in "
+        f"flight, peak RSS {threads.peak_rss_kib / 1024:.0f} MiB (goal: ratio >= {GOAL_RATIO} "
+        f"and RSS < 1024 MiB) -> {verdict(met)}"
+    )
+    if prefork is not None:
+        per_child = (prefork.peak_rss_kib / max(prefork.processes, 1)) / 1024
+        print(
+            f"prefork baseline: ratio {prefork.ratio:.3f} at {processes} in flight, peak RSS "
+            f"{prefork.peak_rss_kib / 1024:.0f} MiB over {prefork.processes} processes "
+            f"(~{per_child:.0f} MiB each: {concurrency} in flight would take ~"
+            f"{per_child * (concurrency + 1) / 1024:.1f} GiB)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
