@@ -127,10 +127,8 @@ def load_definition_file(path: Path) -> DefinitionSet:
     """Load the analyzers and procedures of one YAML file."""
     loaded = DefinitionSet()
     file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        loaded.problems.append(Problem(file, None, "(file)", "file-readable", str(exc)))
+    text = _read_text(path, loaded)
+    if text is None:
         return loaded
     for document in parse_documents_lenient(text):
         if isinstance(document, SourceError):
@@ -178,14 +176,20 @@ def _load_definition(file: str, document: Document, loaded: DefinitionSet) -> No
         loaded.procedures.append(Sourced(value, file, data, document.source_map))
 
 
+def _read_text(path: Path, loaded: DefinitionSet) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        loaded.problems.append(Problem(str(path), None, "(file)", "file-readable", str(exc)))
+        return None
+
+
 def load_conversation_file(path: Path) -> DefinitionSet:
     """Load the conversations of a `.json` file (one object) or a `.jsonl` file (one a line)."""
     loaded = DefinitionSet()
     file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        loaded.problems.append(Problem(file, None, "(file)", "file-readable", str(exc)))
+    text = _read_text(path, loaded)
+    if text is None:
         return loaded
     if path.suffix == ".jsonl":
         for number, line in enumerate(text.splitlines(), start=1):

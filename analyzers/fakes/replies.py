@@ -9,19 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 
-JSON = dict[str, Any]
+from analyzers.model import JSON, StopReason
 
-StopReason = Literal[
-    "end_turn",
-    "tool_use",
-    "max_tokens",
-    "stop_sequence",
-    "pause_turn",
-    "refusal",
-    "model_context_window_exceeded",
-]
+__all__ = ["JSON", "StopReason"]
 
 
 @dataclass(frozen=True)
