@@ -180,6 +180,19 @@ def status_kib(pid: int, field: str) -> int:
     return 0
 
 
+def smaps_kib(pid: int, *fields: str) -> int:
+    """The sum of `fields` (e.g. Pss, Private_Dirty) from /proc/<pid>/smaps_rollup."""
+    total = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in fields:
+                total += int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of one process so far."""
     try:
@@ -208,6 +221,8 @@ class Measurement:
     median_run_seconds: float
     peak_rss_kib: int
     peak_sampled_rss_kib: int
+    pss_kib: int
+    child_private_kib: int
     processes: int
     worker_cpu_seconds: float
     fake_cpu_seconds: float
@@ -392,6 +407,7 @@ def _timed(
         time.sleep(0.25)
 
     tree = process_tree(worker_pid)
+    children = [smaps_kib(p, "Private_Clean", "Private_Dirty") for p in tree if p != worker_pid]
     wanted = set(run_ids)
     mine = [r for r in bench.ledger.list_runs(limit=runs + WARMUP_RUNS + 10) if r.id in wanted]
     last = max(r.finished_at for r in mine if r.finished_at is not None)
@@ -414,6 +430,8 @@ def _timed(
         median_run_seconds=statistics.median(durations) if durations else 0.0,
         peak_rss_kib=sum(status_kib(p, "VmHWM") for p in tree),
         peak_sampled_rss_kib=peak_rss,
+        pss_kib=sum(smaps_kib(p, "Pss") for p in tree),
+        child_private_kib=int(statistics.median(children)) if children else 0,
         processes=len(tree),
         worker_cpu_seconds=sum(cpu_seconds(p) for p in tree) - worker_cpu_before,
         fake_cpu_seconds=cpu_seconds(fake_pid) - fake_cpu_before,
@@ -438,7 +456,8 @@ def describe(m: Measurement) -> str:
             f"{m.median_run_seconds:.2f} s (model time alone {MODEL_TURNS * m.latency:g} s)",
             f"  peak RSS: sum of VmHWM over {m.processes} process(es) "
             f"{m.peak_rss_kib / mib:.1f} MiB; peak sampled total VmRSS "
-            f"{m.peak_sampled_rss_kib / mib:.1f} MiB",
+            f"{m.peak_sampled_rss_kib / mib:.1f} MiB; at the end, PSS (shared pages split "
+            f"between processes) {m.pss_kib / mib:.1f} MiB",
             f"  CPU during the measured part: worker {m.worker_cpu_seconds:.1f} s "
             f"({m.worker_cpu_seconds / m.wall_seconds:.2f} cores), fake model "
             f"{m.fake_cpu_seconds:.1f} s ({m.fake_cpu_seconds / m.wall_seconds:.2f} cores); "
@@ -515,12 +534,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"and RSS < 1024 MiB) -> {verdict(met)}"
     )
     if prefork is not None:
-        per_child = (prefork.peak_rss_kib / max(prefork.processes, 1)) / 1024
+        parent = prefork.pss_kib - prefork.child_private_kib * (prefork.processes - 1)
+        needed = (parent + prefork.child_private_kib * concurrency) / (1024 * 1024)
         print(
             f"prefork baseline: ratio {prefork.ratio:.3f} at {processes} in flight, peak RSS "
-            f"{prefork.peak_rss_kib / 1024:.0f} MiB over {prefork.processes} processes "
-            f"(~{per_child:.0f} MiB each: {concurrency} in flight would take ~"
-            f"{per_child * (concurrency + 1) / 1024:.1f} GiB)"
+            f"{prefork.peak_rss_kib / 1024:.0f} MiB over {prefork.processes} processes; each "
+            f"child holds ~{prefork.child_private_kib / 1024:.0f} MiB of its own (private), so "
+            f"{concurrency} in flight would need ~{needed:.1f} GiB"
         )
     return 0
 

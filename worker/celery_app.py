@@ -26,6 +26,7 @@ from worker.settings import Settings
 
 TASK_NAME = "posthoc.run_analysis"
 QUEUE = "posthoc.runs"
+"""The default queue (`POSTHOC_QUEUE`); an app's own is `app.conf.task_default_queue`."""
 
 _service_lock = threading.Lock()
 _service: Any = None
@@ -43,7 +44,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,
         "task_acks_late": False,
         "worker_prefetch_multiplier": 1,
-        "task_default_queue": QUEUE,
+        "task_default_queue": settings.queue,
         "task_serializer": "json",
         "accept_content": ["json"],
         "broker_connection_retry_on_startup": True,
@@ -51,7 +52,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "worker_enable_remote_control": False,
-        "task_routes": {TASK_NAME: {"queue": QUEUE}},
+        "task_routes": {TASK_NAME: {"queue": settings.queue}},
     }
 
 
@@ -61,14 +62,20 @@ def create_celery(settings: Settings) -> Celery:
     app.conf.update(celery_config(settings))
     app.conf.posthoc_settings = settings
 
-    @app.task(name=TASK_NAME, ignore_result=True)
+    # shared=False: each app (one per settings, several in tests) keeps its own task.
+    @app.task(name=TASK_NAME, ignore_result=True, shared=False)
     def run_analysis(run_id: str) -> str:
         """Process one analysis run by id (the ledger holds everything else)."""
         outcome = _get_service(app).process(run_id)
         if outcome.status == "retry":
             # The ledger already says when the run may go again; this message is the wake-up
             # for then. Should it be lost, the sweeper re-enqueues the run.
-            app.send_task(TASK_NAME, args=[run_id], queue=QUEUE, countdown=outcome.retry_in)
+            app.send_task(
+                TASK_NAME,
+                args=[run_id],
+                queue=app.conf.task_default_queue,
+                countdown=outcome.retry_in,
+            )
         return str(outcome.status)
 
     return app
@@ -77,9 +84,11 @@ def create_celery(settings: Settings) -> Celery:
 def enqueue_with(app: Celery) -> Any:
     """A function that puts run ids on `app`'s queue."""
 
+    queue = app.conf.task_default_queue
+
     def enqueue(run_ids: Sequence[str]) -> None:
         for run_id in run_ids:
-            app.send_task(TASK_NAME, args=[run_id], queue=QUEUE)
+            app.send_task(TASK_NAME, args=[run_id], queue=queue)
 
     return enqueue
 

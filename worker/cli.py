@@ -95,6 +95,14 @@ def load_catalog(settings: Settings, extra_dirs: list[Path] | None = None) -> Ca
         raise fail_usage(str(exc)) from exc
 
 
+def check_analyzer_names(catalog: Catalog, names: list[str] | None) -> None:
+    """A usage error naming the known analyzers when `--analyzer` names an unknown one."""
+    try:
+        catalog.select(names)
+    except ConfigError as exc:
+        raise fail_usage(str(exc)) from exc
+
+
 @app.command()
 def validate(
     paths: Annotated[
@@ -145,6 +153,7 @@ def run(
     """Analyse conversations now, in this process, on the embedded ledger (no broker)."""
     settings = load_settings(quiet=True)
     catalog = load_catalog(settings, analyzers_dir)
+    check_analyzer_names(catalog, analyzer)
     if not simulate and settings.anthropic_api_key is None:
         raise fail_usage(no_model_message())
     console = _console()
@@ -214,6 +223,7 @@ def submit(inputs: Inputs, analyzer: AnalyzerOption = None) -> None:
 
     settings = load_settings()
     catalog = load_catalog(settings)
+    check_analyzer_names(catalog, analyzer)
     loaded = read_conversations(inputs)
     for problem in loaded.problems:
         typer.echo(f"input problem: {problem}", err=True)
@@ -248,7 +258,7 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(min=1, max=2000)] = None,
 ) -> None:
     """Consume runs from the configured broker, many analyses at once per process."""
-    from worker.celery_app import QUEUE, create_celery  # noqa: PLC0415
+    from worker.celery_app import create_celery  # noqa: PLC0415
     from worker.cli_run import ensure_parent  # noqa: PLC0415
 
     settings = load_settings()
@@ -261,7 +271,7 @@ def worker(
             "worker",
             "--pool=threads",
             f"--concurrency={concurrency or settings.concurrency}",
-            f"--queues={QUEUE}",
+            f"--queues={settings.queue}",
             f"--loglevel={settings.log_level.upper()}",
             "--without-gossip",
             "--without-mingle",

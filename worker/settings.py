@@ -55,7 +55,12 @@ class Settings(BaseSettings):
         default=None, ge=1, description="Fleet-wide input tokens per minute, per model."
     )
     visibility_timeout_seconds: int = Field(
-        default=3600, ge=60, description="Redis broker: when an unacked message is redelivered."
+        default=3600, ge=1, description="Redis broker: when an unacked message is redelivered."
+    )
+    queue: str = Field(
+        default="posthoc.runs",
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="The broker queue that carries run ids (one per fleet sharing a broker).",
     )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
