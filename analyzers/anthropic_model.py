@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import itertools
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast, get_args
 
@@ -182,7 +183,7 @@ class AnthropicModel:
 
     def __init__(
         self,
-        client: anthropic.AsyncAnthropic,
+        client: anthropic.AsyncAnthropic | Sequence[anthropic.AsyncAnthropic],
         *,
         max_call_attempts: int = 3,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
@@ -197,7 +198,13 @@ class AnthropicModel:
         rescheduled instead of holding a worker slot."""
         if max_call_attempts < 1:
             raise ValueError(f"max_call_attempts must be at least 1, got {max_call_attempts!r}")
-        self._client = client
+        # Several clients spread the connections over several pools: the HTTP pool scans its
+        # connections for every request, which costs more CPU than the request at hundreds of
+        # concurrent streams.
+        self._clients = [client] if isinstance(client, anthropic.AsyncAnthropic) else list(client)
+        if not self._clients:
+            raise ValueError("AnthropicModel needs at least one client")
+        self._next_client = itertools.cycle(self._clients)
         self._max_attempts = max_call_attempts
         self._sleep = sleep
         self._clock = clock
@@ -208,7 +215,8 @@ class AnthropicModel:
 
     async def aclose(self) -> None:
         """Close the SDK client and its connection pool."""
-        await self._client.close()
+        for client in self._clients:
+            await client.close()
 
     async def complete(self, request: ModelRequest) -> ModelTurn:
         started = self._clock()
@@ -257,7 +265,7 @@ class AnthropicModel:
         try:
             async with asyncio.timeout(None) as timer:
                 arm(timer)
-                async with self._client.messages.stream(
+                async with next(self._next_client).messages.stream(
                     max_tokens=request.max_tokens, **params
                 ) as stream:
                     async for _event in stream:
@@ -281,7 +289,7 @@ class AnthropicModel:
         params = _request_params(request)
         try:
             async with asyncio.timeout(wait):
-                return await self._client.messages.count_tokens(**params)
+                return await next(self._next_client).messages.count_tokens(**params)
         except TimeoutError as error:
             if left is not None and left <= request.idle_timeout:
                 raise _DeadlineHit from error
@@ -352,17 +360,22 @@ def build_anthropic_model(
     timeout: float = 600.0,
     connect_timeout: float = 5.0,
     max_call_attempts: int = 3,
+    pools: int = 8,
 ) -> AnthropicModel:
-    """An `AnthropicModel` with its own SDK client (SDK retries off: the adapter owns them).
+    """An `AnthropicModel` with its own SDK clients (SDK retries off: the adapter owns them).
 
     `api_key` / `base_url` of None fall back to the SDK's own `ANTHROPIC_API_KEY` /
     `ANTHROPIC_BASE_URL`. `timeout` is the HTTP read timeout per socket read; the adapter's idle
-    timeout and deadline bound a call as a whole.
+    timeout and deadline bound a call as a whole. `pools` clients share the calls round robin,
+    each with its own connection pool.
     """
-    client = anthropic.AsyncAnthropic(
-        api_key=api_key,
-        base_url=base_url,
-        max_retries=0,
-        timeout=anthropic.Timeout(timeout, connect=connect_timeout),
-    )
-    return AnthropicModel(client, max_call_attempts=max_call_attempts)
+    clients = [
+        anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=anthropic.Timeout(timeout, connect=connect_timeout),
+        )
+        for _ in range(max(pools, 1))
+    ]
+    return AnthropicModel(clients, max_call_attempts=max_call_attempts)

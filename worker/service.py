@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import structlog
@@ -34,8 +34,13 @@ Enqueue = Callable[[Sequence[str]], None]
 class LoopThread:
     """An asyncio loop running in a daemon thread, accepting coroutines from other threads."""
 
-    def __init__(self, name: str = "posthoc-loop") -> None:
+    def __init__(self, name: str = "posthoc-loop", io_threads: int = 16) -> None:
         self.loop = asyncio.new_event_loop()
+        # Ledger calls run in threads (`asyncio.to_thread`); the default pool (cores + 4) makes
+        # hundreds of in-flight analyses queue for it at every claim and completion.
+        self.loop.set_default_executor(
+            ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix=f"{name}-io")
+        )
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 

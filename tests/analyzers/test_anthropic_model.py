@@ -528,12 +528,13 @@ def test_count_tokens_counts_what_complete_would_send(fake: Served) -> None:
 
 
 def test_build_anthropic_model_turns_sdk_retries_off(fake: Served) -> None:
+    """Every one of the model's SDK clients has its own retries off: the adapter owns them."""
     fake.api.script([HttpError(529, retry_after_ms=10), FakeReply()])
 
     async def scenario() -> ModelTurn:
         model = build_anthropic_model("test", fake.base_url, timeout=30)
         try:
-            assert model._client.max_retries == 0
+            assert [client.max_retries for client in model._clients] == [0] * 8
             return await model.complete(REQUEST)
         finally:
             await model.aclose()
