@@ -23,7 +23,6 @@ from analyzers.prompt import (
     brief,
     estimate_tokens,
     render_conversation,
-    sha256_json,
     system_blocks,
 )
 from analyzers.runtime import ContextOverflow, RunOptions, Session, output_tools
@@ -303,7 +302,7 @@ def _result(
             analyzer_version=spec.version,
             model=model_id,
             prompt_hash=session.prompt_hash() if session else None,
-            transcript_hash=sha256_json(conversation.model_dump(mode="json")),
+            transcript_hash=conversation.content_hash(),
             posthoc_version=POSTHOC_VERSION,
         ),
     )

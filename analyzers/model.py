@@ -40,7 +40,8 @@ class ModelRequest:
     `thinking` is the requested mode; the adapter turns it into the wire shape the model accepts
     (adaptive where budget thinking is refused). `deadline` is an absolute `time.monotonic()`
     value: the call must give up by then. `idle_timeout` is how long the stream may go without an
-    event before the call is abandoned and counted as a transient failure.
+    event (at least that, at most 1.5 times that) before the call is abandoned and counted as a
+    transient failure.
     """
 
     model: str

@@ -9,9 +9,10 @@ a conversation read the transcript from the cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -63,8 +64,34 @@ class ConversationView:
         return [range(self.hidden_from), range(self.hidden_to, turn_count)]
 
 
+_RENDERED: OrderedDict[tuple[str, ConversationView], str] = OrderedDict()
+_RENDERED_LOCK = threading.Lock()
+RENDER_CACHE_SIZE = 64
+"""Rendered conversations kept per process: the analyzers of one conversation run close
+together and read the same block (which must be byte-identical for the prompt cache anyway)."""
+
+
 def render_conversation(conversation: Conversation, view: ConversationView) -> str:
-    """The conversation as the model reads it: header, transcript, event log."""
+    """The conversation as the model reads it: header, transcript, event log.
+
+    Keyed by the conversation's content hash, so every analyzer of the same conversation (each
+    with its own copy loaded from the ledger) reuses one rendering.
+    """
+    key = (conversation.content_hash(), view)
+    with _RENDERED_LOCK:
+        cached = _RENDERED.get(key)
+        if cached is not None:
+            _RENDERED.move_to_end(key)
+            return cached
+    text = _render(conversation, view)
+    with _RENDERED_LOCK:
+        _RENDERED[key] = text
+        while len(_RENDERED) > RENDER_CACHE_SIZE:
+            _RENDERED.popitem(last=False)
+    return text
+
+
+def _render(conversation: Conversation, view: ConversationView) -> str:
     c = conversation
     header = {
         "conversation_id": c.conversation_id,
@@ -169,12 +196,6 @@ def outline(procedure: Procedure) -> str:
             text = f"if {condition}:"
         lines.append(f"{indent}{number}. {text}")
     return "\n".join(lines)
-
-
-def sha256_json(value: object) -> str:
-    """A stable hash of JSON-able data (keys sorted), for provenance."""
-    data = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str).encode()
-    return hashlib.sha256(data).hexdigest()
 
 
 def estimate_tokens(text: str) -> int:

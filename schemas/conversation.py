@@ -7,6 +7,7 @@ conversation, a turn or an event they are moved into that object's `metadata`.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -168,3 +169,8 @@ class Conversation(Contract):
     def duration_seconds(self) -> float:
         """How long the conversation lasted."""
         return (self.ended_at - self.started_at).total_seconds()
+
+    def content_hash(self) -> str:
+        """sha256 of the conversation as posthoc serialises it (fields in schema order, object
+        keys as received): the transcript hash of results and of the ledger."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -28,16 +26,6 @@ def upsert_insert(connection: Connection, table: sa.Table) -> postgresql.Insert 
     if name == "sqlite":
         return sqlite.insert(table)
     raise LedgerError(f"the ledger supports sqlite and postgresql, not {name!r}")
-
-
-def transcript_hash(payload: dict[str, Any]) -> str:
-    """sha256 of the conversation's canonical JSON.
-
-    Serialised exactly like `analyzers.prompt.sha256_json`, so it equals the `transcript_hash` in
-    a result's provenance and tells whether a result was computed on the stored transcript.
-    """
-    data = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()
-    return hashlib.sha256(data).hexdigest()
 
 
 def holds_lease(worker_id: str, attempt: int | None) -> sa.ColumnElement[bool]:

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from schemas import Conversation
-from worker.ledger._sql import transcript_hash, upsert_insert
+from worker.ledger._sql import upsert_insert
 from worker.ledger.errors import ConversationNotFound
 from worker.ledger.records import ConversationRef
 from worker.ledger.tables import conversations
@@ -24,7 +24,7 @@ def save_conversation(
     it once and report it created once.
     """
     payload = conversation.model_dump(mode="json")
-    digest = transcript_hash(payload)
+    digest = conversation.content_hash()
     key = (conversation.tenant_id, conversation.conversation_id)
     insert = (
         upsert_insert(connection, conversations)

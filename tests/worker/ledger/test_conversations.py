@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
-from analyzers.prompt import sha256_json
 from tests.worker.ledger.conftest import make_conversation
 from worker.ledger import ConversationNotFound, Ledger, ManualClock
 from worker.ledger.tables import conversations
@@ -25,7 +24,7 @@ def test_a_new_conversation_is_created_and_reads_back_equal(ledger: Ledger) -> N
 def test_the_hash_is_the_one_results_carry_in_their_provenance(ledger: Ledger) -> None:
     conversation = make_conversation()
     ref = ledger.save_conversation(conversation)
-    assert ref.transcript_hash == sha256_json(conversation.model_dump(mode="json"))
+    assert ref.transcript_hash == conversation.content_hash()
 
 
 def test_saving_the_same_conversation_again_changes_nothing(
