@@ -51,3 +51,7 @@ def configure_logging(level: str = "info", log_format: str = "auto") -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=sys.stderr)
+    # One plain-text line per HTTP request from the clients' own loggers would drown the JSON
+    # summary lines; their warnings still come through.
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "anthropic"):
+        logging.getLogger(noisy).setLevel(max(numeric_level, logging.WARNING))
