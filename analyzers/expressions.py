@@ -8,6 +8,7 @@ bindings). Expressions may spell variables as `{{name}}` like the procedure seed
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def compile_expression(
     """
     text = strip_braces(source)
     try:
-        program = cel.compile(text)
+        program = _compiled(text)
     except ValueError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else "syntax error"
         raise ExpressionError(f"{source!r} is not valid CEL: {first_line}") from exc
@@ -140,6 +141,13 @@ def compile_expression(
                 f"{source!r} uses unknown variable(s) {unknown}; available: {sorted(known)}"
             )
     return Expression(source=source, variables=free, _program=program)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(text: str) -> Any:
+    # Triggers and conditions are evaluated for every conversation; a handful of distinct
+    # expressions per process, each compiled once. Programs are immutable, so sharing is safe.
+    return cel.compile(text)
 
 
 def _bound_only_inside_macros(text: str) -> set[str]:
