@@ -604,3 +604,27 @@ def test_the_simulated_analyst_runs_a_whole_tool_loop_through_the_sdk() -> None:
     assert turns[0].content[0]["type"] == "thinking"  # echoed back, signature and all
     assert turns[1].usage.cache_read_input_tokens > 0  # the transcript prefix was shared
     assert "record_sentiment" in turns[-1].text()
+
+
+def test_calls_are_spread_over_the_models_clients(fake: Served) -> None:
+    """With several SDK clients (several connection pools), calls go to each in turn."""
+    other_api = FakeMessagesAPI()
+    fake.api.script([FakeReply([Text("a")]), FakeReply([Text("c")])])
+    other_api.script([FakeReply([Text("b")])])
+
+    async def scenario(other_url: str) -> list[str]:
+        clients = [
+            anthropic.AsyncAnthropic(api_key="test", base_url=url, max_retries=0)
+            for url in (fake.base_url, other_url)
+        ]
+        model = AnthropicModel(clients)
+        try:
+            return [(await model.complete(REQUEST)).text() for _ in range(3)]
+        finally:
+            await model.aclose()
+
+    with serve_fake_messages_api(other_api) as other_url:
+        texts = asyncio.run(scenario(other_url))
+    assert texts == ["a", "b", "c"]
+    assert len(fake.api.requests) == 2
+    assert len(other_api.requests) == 1
