@@ -66,13 +66,16 @@ async def run(
     session: Session | None = None
     error: RunError | None = None
     spent, turns_spent = Usage(), 0
+    # Identifies the conversation's rendering (shared by its analyzers) and the result's
+    # provenance: computed once.
+    digest = conversation.content_hash()
     # The second attempt only happens when the model reports that the prompt overflowed its
     # context window: it then reads a smaller window of the conversation.
     for keep_last in (None, max(len(conversation.turns) // 4, 8)):
         try:
-            view, rendered = await _choose_view(spec, conversation, model, options, keep_last)
+            view = await _choose_view(spec, conversation, digest, model, options, keep_last)
             session, state = _open_session(
-                spec, conversation, model, companions, view, options, rendered
+                spec, conversation, digest, model, companions, view, options
             )
             await _drive(session, state, spec, conversation, procedures)
         except ContextOverflow:
@@ -92,7 +95,7 @@ async def run(
         else:
             error = None
         break
-    result = _result(spec, conversation, session, options, started_at, error)
+    result = _result(spec, conversation, digest, session, options, started_at, error)
     if turns_spent:
         usage = result.usage + spent
         result = result.model_copy(
@@ -122,11 +125,11 @@ def _select_procedures(
 def _open_session(
     spec: AnalyzerSpec,
     conversation: Conversation,
+    digest: str,
     model: ModelClient,
     companions: Sequence[AnalyzerSpec],
     view: ConversationView,
     options: RunOptions,
-    rendered: str | None,
 ) -> tuple[Session, ProcedureState]:
     recorder = OutputRecorder(spec.outputs, len(conversation.turns))
     coverage = ReadCoverage(len(conversation.turns))
@@ -151,7 +154,7 @@ def _open_session(
         tools.update({tool.name: tool for tool in procedure_tools})
         if spec.procedures:
             allowed |= {tool.name for tool in procedure_tools}
-    text = rendered if rendered is not None else render_conversation(conversation, view)
+    text = render_conversation(conversation, view, content_hash=digest)
     system = system_blocks(text, cache_ttl=options.cache_ttl)
     session = Session(
         spec,
@@ -209,26 +212,26 @@ async def _drive(
 async def _choose_view(
     spec: AnalyzerSpec,
     conversation: Conversation,
+    digest: str,
     model: ModelClient,
     options: RunOptions,
     keep_last: int | None,
-) -> tuple[ConversationView, str | None]:
+) -> ConversationView:
     """Show the whole conversation when it fits; else its opening and as much of its end as fits.
 
     A conservative estimate decides cheaply for most conversations; near the limit the model's
-    own token count decides. Returns the view, and the rendered text when it is the whole
-    conversation (so it is not rendered twice).
+    own token count decides.
     """
     turn_count = len(conversation.turns)
     if keep_last is not None:
-        return _window(turn_count, keep_last), None
+        return _window(turn_count, keep_last)
     model_id = spec.model.id or options.default_model
     limit = spec.model.max_input_tokens or (
         profile_for(model_id).context_window - spec.model.max_tokens - PROMPT_RESERVE_TOKENS
     )
-    whole = render_conversation(conversation, ConversationView())
+    whole = render_conversation(conversation, ConversationView(), content_hash=digest)
     if estimate_tokens(whole) <= limit * CHEAP_CHECK_SHARE:
-        return ConversationView(), whole
+        return ConversationView()
     counted = await model.count_tokens(
         ModelRequest(
             model=model_id,
@@ -238,7 +241,7 @@ async def _choose_view(
         )
     )
     if counted <= limit:
-        return ConversationView(), whole
+        return ConversationView()
     tokens_per_char = counted / max(len(whole), 1)
     turn_costs = [
         len(render_turn(index, turn)) * tokens_per_char + 1
@@ -252,7 +255,7 @@ async def _choose_view(
             break
         budget -= cost
         kept += 1
-    return _window(turn_count, max(kept, 1)), None
+    return _window(turn_count, max(kept, 1))
 
 
 def _window(turn_count: int, keep_last: int) -> ConversationView:
@@ -266,6 +269,7 @@ def _window(turn_count: int, keep_last: int) -> ConversationView:
 def _result(
     spec: AnalyzerSpec,
     conversation: Conversation,
+    digest: str,
     session: Session | None,
     options: RunOptions,
     started_at: datetime,
@@ -302,7 +306,7 @@ def _result(
             analyzer_version=spec.version,
             model=model_id,
             prompt_hash=session.prompt_hash() if session else None,
-            transcript_hash=conversation.content_hash(),
+            transcript_hash=digest,
             posthoc_version=POSTHOC_VERSION,
         ),
     )

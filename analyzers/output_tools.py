@@ -63,14 +63,6 @@ def strict_compatible(schema: Any) -> bool:
     return own_rules_ok and all(strict_compatible(child) for child in children)
 
 
-def recording_schema(output: OutputSpec) -> JSON:
-    """The input schema of `record_<name>`: the value, or unknown, plus evidence turns.
-
-    Shared between runs (built once per output definition): treat it as read-only.
-    """
-    return _recording_schema(output.model_dump_json())
-
-
 def _validator(output: OutputSpec) -> Draft202012Validator:
     return _cached_validator(output.model_dump_json())
 
@@ -82,7 +74,9 @@ def _cached_validator(output_json: str) -> Draft202012Validator:
 
 @functools.lru_cache(maxsize=512)
 def _recording_schema(output_json: str) -> JSON:
-    # Keyed by the output's JSON: every run of an analyzer shares one schema and one validator.
+    # The input schema of `record_<name>`: the value (or unknown) plus evidence turns. Keyed by
+    # the output's JSON, so every run of an analyzer shares one schema (read-only) and one
+    # validator.
     output = OutputSpec.model_validate_json(output_json)
     value_schema = output.value_schema()
     definitions = value_schema.pop("$defs", None)

@@ -71,13 +71,16 @@ RENDER_CACHE_SIZE = 64
 together and read the same block (which must be byte-identical for the prompt cache anyway)."""
 
 
-def render_conversation(conversation: Conversation, view: ConversationView) -> str:
+def render_conversation(
+    conversation: Conversation, view: ConversationView, *, content_hash: str | None = None
+) -> str:
     """The conversation as the model reads it: header, transcript, event log.
 
-    Keyed by the conversation's content hash, so every analyzer of the same conversation (each
-    with its own copy loaded from the ledger) reuses one rendering.
+    Keyed by the conversation's content hash (pass it when it is already known), so every
+    analyzer of the same conversation, each with its own copy loaded from the ledger, reuses one
+    rendering.
     """
-    key = (conversation.content_hash(), view)
+    key = (content_hash or conversation.content_hash(), view)
     with _RENDERED_LOCK:
         cached = _RENDERED.get(key)
         if cached is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -66,14 +65,7 @@ def execute_batch(
             model=model,
             http=http,
             secrets=tool_secrets(),
-            config=EngineConfig(
-                worker_id=worker_identity(),
-                default_model=settings.model,
-                lease_seconds=settings.lease_seconds,
-                heartbeat_seconds=settings.heartbeat_seconds,
-                retry_base_seconds=settings.retry_base_seconds,
-                retry_max_seconds=settings.retry_max_seconds,
-            ),
+            config=EngineConfig.from_settings(settings, worker_identity()),
         )
         with _progress(console, len(queued)) as advance:
             asyncio.run(_process_and_close(engine, queued, concurrency, advance))
@@ -193,11 +185,6 @@ def no_model_message() -> str:
         "no model is configured: set ANTHROPIC_API_KEY to use Claude, or add --simulate to run "
         "against posthoc's simulated model (as `posthoc demo` does)"
     )
-
-
-def dump_json(value: object) -> str:
-    """Pretty JSON for the terminal."""
-    return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
 def fail_usage(message: str) -> typer.Exit:

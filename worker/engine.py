@@ -25,6 +25,7 @@ from analyzers.tools import HttpTransport
 from schemas.result import AnalysisResult
 from worker.catalog import Catalog
 from worker.ledger import ClaimedRun, Ledger
+from worker.settings import Settings
 
 log = structlog.get_logger("posthoc.worker")
 
@@ -49,6 +50,18 @@ class EngineConfig:
     heartbeat_seconds: float = 30.0
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 900.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, worker_id: str) -> EngineConfig:
+        """The engine's part of the process settings."""
+        return cls(
+            worker_id=worker_id,
+            default_model=settings.model,
+            lease_seconds=settings.lease_seconds,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            retry_base_seconds=settings.retry_base_seconds,
+            retry_max_seconds=settings.retry_max_seconds,
+        )
 
 
 class LeaseLost(Exception):

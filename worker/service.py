@@ -109,14 +109,7 @@ class WorkerService:
             ledger=self.ledger,
             catalog=self.catalog,
             model=model or build_model(settings),
-            config=EngineConfig(
-                worker_id=worker_identity(),
-                default_model=settings.model,
-                lease_seconds=settings.lease_seconds,
-                heartbeat_seconds=settings.heartbeat_seconds,
-                retry_base_seconds=settings.retry_base_seconds,
-                retry_max_seconds=settings.retry_max_seconds,
-            ),
+            config=EngineConfig.from_settings(settings, worker_identity()),
             http=self.http,
             secrets=tool_secrets(),
         )
