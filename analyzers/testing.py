@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyzers.model import JSON, ModelRequest, ModelTurn, StopReason
-from analyzers.prompt import estimate_tokens
+from analyzers.model.protocol import JSON, ModelRequest, ModelTurn, StopReason
+from analyzers.runtime.prompt import estimate_tokens
 from schemas.usage import Usage
 
 Script = ModelTurn | Callable[[ModelRequest], ModelTurn] | BaseException

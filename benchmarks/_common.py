@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from analyzers.definitions import load_paths
+from analyzers.definitions.loading import load_paths
 from analyzers.fakes import FakeMessagesAPI, Responder, serve_fake_messages_api
 from schemas import AnalyzerSpec, Conversation
 

@@ -38,7 +38,6 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import analyzers
-from analyzers.anthropic_model import AnthropicModel, build_anthropic_model
 from analyzers.fakes import (
     FakeMessagesAPI,
     FakeReply,
@@ -48,9 +47,10 @@ from analyzers.fakes import (
     estimate_tokens,
     serve_fake_messages_api,
 )
-from analyzers.model import ModelClient, ModelRequest, ModelTurn
-from analyzers.model_profiles import cost_of, profile_for
-from analyzers.runtime import RunOptions
+from analyzers.model.anthropic import AnthropicModel, build_anthropic_model
+from analyzers.model.profiles import cost_of, profile_for
+from analyzers.model.protocol import ModelClient, ModelRequest, ModelTurn
+from analyzers.runtime.session import RunOptions
 from benchmarks._common import (
     BUILTIN_NAMES,
     JSON,

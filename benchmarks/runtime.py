@@ -45,10 +45,10 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import anthropic
 
 import analyzers
-from analyzers.anthropic_model import AnthropicModel
 from analyzers.fakes import FakeReply, Text, Thinking, ToolCall
-from analyzers.model import ModelClient, ModelRequest, ModelTurn
-from analyzers.runtime import RunOptions
+from analyzers.model.anthropic import AnthropicModel
+from analyzers.model.protocol import ModelClient, ModelRequest, ModelTurn
+from analyzers.runtime.session import RunOptions
 from benchmarks._common import (
     JSON,
     RemoteFakeAPI,

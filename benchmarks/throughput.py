@@ -62,7 +62,7 @@ from sqlalchemy.pool import NullPool
 from analyzers.fakes import FakeReply, simulated_analyst
 from benchmarks._common import JSON, fake_api_in_child_process, verdict
 from schemas import Conversation
-from worker.celery_app import TASK_NAME, create_celery
+from worker.engine.celery_app import TASK_NAME, create_celery
 from worker.ledger import Ledger, RunPlan
 from worker.settings import Settings
 
@@ -82,8 +82,8 @@ WARMUP_RUNS = 8
 
 PREFORK_LAUNCHER = """
 import sys
-from worker.celery_app import create_celery
-from worker.cli import load_catalog, load_settings
+from worker.engine.celery_app import create_celery
+from worker.cli.commands import load_catalog, load_settings
 settings = load_settings()
 load_catalog(settings)
 create_celery(settings).worker_main([

@@ -46,9 +46,9 @@ def test_analyzers_never_import_the_worker_or_its_edges() -> None:
 
 @pytest.mark.parametrize("package", ["schemas", "analyzers", "worker"])
 def test_only_the_adapter_imports_the_anthropic_sdk(package: str) -> None:
-    """`analyzers/anthropic_model.py` is the one module that imports `anthropic` (and the HTTP
+    """`analyzers/model/anthropic.py` is the one module that imports `anthropic` (and the HTTP
     library the SDK runs on)."""
-    adapter = ROOT / "analyzers" / "anthropic_model.py"
+    adapter = ROOT / "analyzers" / "model" / "anthropic.py"
     offenders = [
         (str(p.relative_to(ROOT)), m)
         for p, m in imports_of(package)
@@ -57,3 +57,40 @@ def test_only_the_adapter_imports_the_anthropic_sdk(package: str) -> None:
     # The worker's HTTP tool transport uses httpx2 directly: it is an edge of the worker.
     offenders = [o for o in offenders if o != ("worker/http_transport.py", "httpx2")]
     assert offenders == []
+
+
+# Inside `analyzers/`, the sub-packages are layered: the model edge knows only its protocol;
+# definitions and tools never reach up into the run; only the runtime (and the package's
+# entry points) may import it. The fakes stand beside the model edge and reach no higher.
+ANALYZER_LAYERS: dict[str, set[str]] = {
+    "model": {"errors", "model"},
+    "fakes": {"errors", "model", "fakes"},
+    "tools": {"errors", "tools", "definitions"},
+    "definitions": {"errors", "definitions", "tools"},
+    "procedures": {"errors", "procedures", "definitions", "tools", "model"},
+    "runtime": {"errors", "runtime", "definitions", "tools", "model", "procedures"},
+}
+
+
+def _sub_package(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "analyzers" or len(parts) < 2:
+        return None
+    return parts[1]
+
+
+@pytest.mark.parametrize("layer", sorted(ANALYZER_LAYERS))
+def test_analyzer_sub_packages_import_only_their_layers(layer: str) -> None:
+    allowed = ANALYZER_LAYERS[layer]
+    offenders = [
+        (str(p.relative_to(ROOT)), m)
+        for p, m in imports_of(f"analyzers/{layer}")
+        if (sub := _sub_package(m)) is not None and sub not in allowed
+    ]
+    assert offenders == []
+
+
+def test_every_analyzer_sub_package_has_a_layer() -> None:
+    """A new sub-package must say where it sits before it can be imported from."""
+    packages = {p.parent.name for p in (ROOT / "analyzers").glob("*/__init__.py")}
+    assert packages <= set(ANALYZER_LAYERS) | {"builtin"}

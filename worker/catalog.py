@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import analyzers as analyzers_package
-from analyzers.checks import check_definitions
-from analyzers.definitions import DefinitionSet, load_paths
+from analyzers.definitions.checks import check_definitions
+from analyzers.definitions.loading import DefinitionSet, load_paths
+from analyzers.definitions.triggers import analyzer_applies
 from analyzers.errors import ConfigError
-from analyzers.triggers import analyzer_applies
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure

@@ -1,6 +1,6 @@
 """The edge that really sends HTTP tool requests: `HttpxTransport`, over `httpx2`.
 
-It implements `analyzers.tools.HttpTransport`. The runtime has already decided the request may
+It implements `analyzers.tools.base.HttpTransport`. The runtime has already decided the request may
 be sent (allowed host, https); this module only sends it, and translates httpx2's exceptions into
 the two the protocol promises: `TimeoutError` and `OSError`.
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx2
 
-from analyzers.tools import HttpRequest, HttpResponse
+from analyzers.tools.base import HttpRequest, HttpResponse
 
 MAX_RESPONSE_BYTES = 2_000_000
 """A body is read up to this size; the tool shows the model far less anyway."""

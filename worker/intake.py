@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analyzers.definitions import (
+from analyzers.definitions.loading import (
     CONVERSATION_SUFFIXES,
     Problem,
     expand_paths,

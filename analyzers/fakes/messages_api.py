@@ -56,7 +56,7 @@ from analyzers.fakes.sse import (
     stream_events,
 )
 from analyzers.fakes.validation import ApiError
-from analyzers.model_profiles import ModelProfile, is_known_model, profile_for
+from analyzers.model.profiles import ModelProfile, is_known_model, profile_for
 
 _STATUS_OF_ERROR_TYPE = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}
 

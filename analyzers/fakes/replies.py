@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from analyzers.model import JSON, StopReason
+from analyzers.model.protocol import JSON, StopReason
 
 __all__ = ["JSON", "StopReason"]
 

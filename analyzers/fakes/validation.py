@@ -15,7 +15,7 @@ from typing import Any
 from analyzers.fakes.cache import MAX_BREAKPOINTS, count_breakpoints, prompt_blocks
 from analyzers.fakes.replies import JSON
 from analyzers.fakes.sse import Signer
-from analyzers.model_profiles import MIN_BUDGET_TOKENS, ModelProfile
+from analyzers.model.profiles import MIN_BUDGET_TOKENS, ModelProfile
 
 CURRENT_API_VERSION = "2026-10-21"
 SAMPLING_PARAMS = ("temperature", "top_p", "top_k")

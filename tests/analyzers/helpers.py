@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import analyzers
-from analyzers.definitions import load_paths
-from analyzers.model import ModelClient
-from analyzers.runtime import RunOptions
-from analyzers.tools import HttpRequest, HttpResponse
+from analyzers.definitions.loading import load_paths
+from analyzers.model.protocol import ModelClient
+from analyzers.runtime.session import RunOptions
+from analyzers.tools.base import HttpRequest, HttpResponse
 from schemas import AnalysisResult, AnalyzerSpec, Conversation, Procedure
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,6 @@ import anthropic
 import jsonschema
 import pytest
 
-from analyzers.anthropic_model import AnthropicModel, build_anthropic_model
 from analyzers.errors import PermanentModelError, RunFailed, TransientModelError
 from analyzers.fakes import (
     Disconnect,
@@ -30,7 +29,8 @@ from analyzers.fakes import (
     serve_fake_messages_api,
     simulated_analyst,
 )
-from analyzers.model import ModelRequest, ModelTurn, StopReason
+from analyzers.model.anthropic import AnthropicModel, build_anthropic_model
+from analyzers.model.protocol import ModelRequest, ModelTurn, StopReason
 
 T = TypeVar("T")
 JSON = dict[str, Any]

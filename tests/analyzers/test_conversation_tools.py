@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from analyzers.conversation_tools import (
+from analyzers.errors import ConfigError
+from analyzers.tools.base import ReadCoverage, Tool, ToolContext, ToolOutcome
+from analyzers.tools.conversation import (
     BUILTIN_TOOL_NAMES,
     GetEvents,
     GetTurns,
@@ -17,8 +19,6 @@ from analyzers.conversation_tools import (
     render_event,
     render_turn,
 )
-from analyzers.errors import ConfigError
-from analyzers.tools import ReadCoverage, Tool, ToolContext, ToolOutcome
 from schemas.conversation import Conversation, Event, Turn
 
 START = datetime(2026, 11, 20, 10, 0, 0, tzinfo=UTC)

@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 
 from analyzers.errors import ConfigError
-from analyzers.http_tools import (
+from analyzers.tools.base import HttpRequest, HttpResponse, HttpTransport, ReadCoverage, ToolContext
+from analyzers.tools.base import ToolOutcome as Outcome
+from analyzers.tools.http import (
     MAX_RESPONSE_CHARS,
     REDACTED,
     HttpToolCrashed,
     HttpToolRunner,
     url_refusal,
 )
-from analyzers.tools import HttpRequest, HttpResponse, HttpTransport, ReadCoverage, ToolContext
-from analyzers.tools import ToolOutcome as Outcome
 from schemas.analyzer import HttpTool
 from schemas.conversation import Conversation
 from worker.http_transport import HttpxTransport

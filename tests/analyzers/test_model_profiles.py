@@ -8,14 +8,14 @@ from typing import get_args
 import pytest
 
 from analyzers.fakes.validation import ApiError, check_thinking
-from analyzers.model import Effort, ThinkingMode
-from analyzers.model_profiles import (
+from analyzers.model.profiles import (
     PROFILES,
     cost_of,
     is_known_model,
     profile_for,
     thinking_params,
 )
+from analyzers.model.protocol import Effort, ThinkingMode
 from schemas.usage import Usage
 
 # Reference section 6: every id in the SDK 2.11 `Model` literal.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analyzers.prompt import ConversationView, render_conversation
+from analyzers.runtime.prompt import ConversationView, render_conversation
 from schemas import Conversation
 from tests.analyzers.helpers import conversation
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from analyzers.errors import PermanentModelError, TransientModelError
-from analyzers.runtime import RunOptions
+from analyzers.runtime.session import RunOptions
 from analyzers.testing import ScriptedModel, reply, text, thinking, tool_call
 from schemas import AnalyzerSpec, Usage
 from tests.analyzers.helpers import builtin_analyzer, conversation, run

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from analyzers.runtime import RunOptions
+from analyzers.runtime.session import RunOptions
 from analyzers.testing import ScriptedModel, reply, text, tool_call
-from analyzers.tools import HttpResponse
+from analyzers.tools.base import HttpResponse
 from tests.analyzers.helpers import (
     RecordingTransport,
     example_conversation,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from analyzers.template_fill import TemplateError, fill, fill_text, missing_names
+from analyzers.tools.template_fill import TemplateError, fill, fill_text, missing_names
 
 VALUES: dict[str, Any] = {
     "name": "TechCorp",

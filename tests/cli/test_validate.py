@@ -21,7 +21,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from typer.testing import CliRunner, Result
 
-from worker.cli import app
+from worker.cli.commands import app
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "invalid"

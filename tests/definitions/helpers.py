@@ -5,8 +5,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from analyzers.checks import check_definitions
-from analyzers.definitions import DefinitionSet, Problem, load_paths
+from analyzers.definitions.checks import check_definitions
+from analyzers.definitions.loading import DefinitionSet, Problem, load_paths
 
 
 def write(directory: Path, name: str, text: str) -> Path:

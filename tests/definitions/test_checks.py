@@ -1,5 +1,5 @@
-"""Cross-definition checks (`analyzers/checks.py`): the rules pydantic cannot see alone, each
-located at the file line a person must change."""
+"""Cross-definition checks (`analyzers/definitions/checks.py`): the rules pydantic cannot see alone,
+each located at the file line a person must change."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from analyzers.checks import check_definitions
-from analyzers.definitions import Problem, load_paths
+from analyzers.definitions.checks import check_definitions
+from analyzers.definitions.loading import Problem, load_paths
 from tests.definitions.helpers import all_problems, at, only, write
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,5 +1,6 @@
-"""CEL expressions (`analyzers/expressions.py`): compile errors, unknown variables, the `{{x}}`
-spelling, strict booleans, wrapped evaluation errors and the variables a conversation offers."""
+"""CEL expressions (`analyzers/definitions/expressions.py`): compile errors, unknown variables,
+the `{{x}}` spelling, strict booleans, wrapped evaluation errors and the variables a
+conversation offers."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from analyzers.definitions import load_paths
-from analyzers.expressions import (
+from analyzers.definitions.expressions import (
     CONVERSATION_VARIABLES,
     ExpressionError,
     compile_expression,
     conversation_variables,
 )
+from analyzers.definitions.loading import load_paths
 from schemas import Conversation
 
 REPO = Path(__file__).resolve().parents[2]

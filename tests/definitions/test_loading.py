@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from analyzers.definitions import Problem, load_paths
-from analyzers.sourcemap import SourceError, parse_documents
+from analyzers.definitions.loading import Problem, load_paths
+from analyzers.definitions.sourcemap import SourceError, parse_documents
 from tests.definitions.helpers import at, load, only, write
 
 PROCEDURE = """\

@@ -1,11 +1,11 @@
-"""Trigger patterns (`analyzers/patterns.py`): `*` for any run of words, `|` for alternatives,
-matching anywhere in the text regardless of case and punctuation."""
+"""Trigger patterns (`analyzers/definitions/patterns.py`): `*` for any run of words, `|` for
+alternatives, matching anywhere in the text regardless of case and punctuation."""
 
 from __future__ import annotations
 
 import pytest
 
-from analyzers.patterns import PatternError, compile_pattern, matches
+from analyzers.definitions.patterns import PatternError, compile_pattern, matches
 
 VENDOR = "onboard * vendor|add new vendor|register vendor"
 

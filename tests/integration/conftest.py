@@ -34,7 +34,7 @@ from celery import Celery
 from analyzers.fakes import FakeMessagesAPI, FakeReply, serve_fake_messages_api, simulated_analyst
 from schemas import Conversation
 from tests.worker.ledger.conftest import _admin_engine
-from worker.celery_app import TASK_NAME, create_celery
+from worker.engine.celery_app import TASK_NAME, create_celery
 from worker.ledger import AttemptRecord, Ledger, RunPlan
 from worker.settings import Settings
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from worker.celery_app import QUEUE, TASK_NAME, celery_config, create_celery, enqueue_with
+from worker.engine.celery_app import QUEUE, TASK_NAME, celery_config, create_celery, enqueue_with
 from worker.settings import Settings
 
 REDIS = "redis://127.0.0.1:6379/0"

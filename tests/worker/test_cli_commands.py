@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 
 from schemas import AnalysisResult
 from tests.worker.ledger.conftest import make_conversation, make_result
-from worker.cli import app
+from worker.cli.commands import app
 from worker.ledger import Ledger, RunPlan
 
 ROOT = Path(__file__).resolve().parents[2]

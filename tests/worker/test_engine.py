@@ -15,11 +15,11 @@ import structlog
 from structlog.testing import capture_logs
 
 from analyzers.errors import TransientModelError
-from analyzers.model import ModelRequest, ModelTurn
+from analyzers.model.protocol import ModelRequest, ModelTurn
 from analyzers.testing import Script, ScriptedModel, reply, text, tool_call
 from schemas import AnalysisResult, Conversation
 from worker.catalog import Catalog
-from worker.engine import Engine, EngineConfig, ProcessOutcome
+from worker.engine.runner import Engine, EngineConfig, ProcessOutcome
 from worker.ledger import ATTEMPTS_EXHAUSTED, Ledger, ManualClock, RunPlan
 
 SECRET_PHRASE = "periwinkle walrus invoice 7734"

@@ -14,7 +14,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from analyzers.tools import HttpRequest, HttpResponse, HttpTransport
+from analyzers.tools.base import HttpRequest, HttpResponse, HttpTransport
 from worker.http_transport import USER_AGENT, HttpxTransport
 
 

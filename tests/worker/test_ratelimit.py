@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from analyzers.model import ModelRequest
+from analyzers.model.protocol import ModelRequest
 from analyzers.testing import ScriptedModel, reply, text
-from worker.ratelimit import LocalLimiter, RateLimitedModel, RedisLimiter
+from worker.engine.ratelimit import LocalLimiter, RateLimitedModel, RedisLimiter
 
 
 class FakeClock:

@@ -8,8 +8,8 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-from worker.cli import app
-from worker.logging import configure_logging, redact
+from worker.cli.commands import app
+from worker.observability.logging import configure_logging, redact
 from worker.settings import Settings, tool_secrets
 
 

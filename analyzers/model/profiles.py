@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from analyzers.model import Effort, ThinkingMode
+from analyzers.model.protocol import Effort, ThinkingMode
 from schemas.usage import Cost, Usage
 
 ThinkingDisplay = Literal["summarized", "omitted"]

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from analyzers.fakes import FakeMessagesAPI, serve_fake_messages_api, simulated_analyst
-from analyzers.model import ModelClient
-from analyzers.tools import HttpRequest, HttpResponse
+from analyzers.model.protocol import ModelClient
+from analyzers.tools.base import HttpRequest, HttpResponse
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples"
 
 SIMULATED_BANNER = """\
@@ -48,7 +48,7 @@ class DemoSystems:
 @contextlib.contextmanager
 def simulated_model() -> Iterator[ModelClient]:
     """The real Anthropic adapter pointed at the fake Messages API with the simulated analyst."""
-    from analyzers.anthropic_model import build_anthropic_model  # noqa: PLC0415 - SDK import
+    from analyzers.model.anthropic import build_anthropic_model  # noqa: PLC0415 - SDK import
 
     api = FakeMessagesAPI(responder=simulated_analyst)
     with serve_fake_messages_api(api) as base_url:

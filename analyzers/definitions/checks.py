@@ -16,10 +16,14 @@ from collections.abc import Iterator
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from analyzers.conversation_tools import BUILTIN_TOOL_NAMES
-from analyzers.definitions import DefinitionSet, Problem, Sourced
-from analyzers.expressions import CONVERSATION_VARIABLES, ExpressionError, compile_expression
-from analyzers.patterns import PatternError, compile_pattern
+from analyzers.definitions.expressions import (
+    CONVERSATION_VARIABLES,
+    ExpressionError,
+    compile_expression,
+)
+from analyzers.definitions.loading import DefinitionSet, Problem, Sourced
+from analyzers.definitions.patterns import PatternError, compile_pattern
+from analyzers.tools.conversation import BUILTIN_TOOL_NAMES
 from schemas.analyzer import AnalyzerSpec
 from schemas.procedure import IfStep, Procedure, ToolStep
 from schemas.rules import Loc

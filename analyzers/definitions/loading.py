@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from analyzers.sourcemap import (
+from analyzers.definitions.sourcemap import (
     Document,
     SourceError,
     SourceMap,

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from analyzers.errors import RunFailed
-from analyzers.model import ModelClient, ModelRequest, ModelTurn
-from analyzers.model_profiles import cost_of
-from analyzers.output_tools import OutputRecorder, OutputTool
-from analyzers.prompt import ConversationView
-from analyzers.tools import JSON, HttpTransport, ReadCoverage, Tool, ToolContext, ToolOutcome
+from analyzers.model.profiles import cost_of
+from analyzers.model.protocol import ModelClient, ModelRequest, ModelTurn
+from analyzers.runtime.output_tools import OutputRecorder, OutputTool
+from analyzers.runtime.prompt import ConversationView
+from analyzers.tools.base import JSON, HttpTransport, ReadCoverage, Tool, ToolContext, ToolOutcome
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.result import ToolCallRecord

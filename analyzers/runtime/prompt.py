@@ -16,8 +16,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from analyzers.conversation_tools import render_event, render_turn
-from analyzers.tools import JSON
+from analyzers.tools.base import JSON
+from analyzers.tools.conversation import render_event, render_turn
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import IfStep, InstructionStep, Procedure, ToolStep

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from schemas.conversation import Conversation
 from schemas.result import AnalysisResult, RunError
-from worker.engine import Engine, ProcessOutcome
+from worker.engine.runner import Engine, ProcessOutcome
 from worker.ledger import Ledger, RunRecord
 
 

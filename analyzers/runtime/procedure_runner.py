@@ -17,10 +17,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyzers.expressions import ExpressionError, compile_expression, conversation_variables
-from analyzers.runtime import Session, StepContext
-from analyzers.template_fill import TemplateError, fill, fill_text
-from analyzers.tools import JSON, ToolContext, ToolKind, ToolOutcome
+from analyzers.definitions.expressions import (
+    ExpressionError,
+    compile_expression,
+    conversation_variables,
+)
+from analyzers.runtime.session import Session, StepContext
+from analyzers.tools.base import JSON, ToolContext, ToolKind, ToolOutcome
+from analyzers.tools.template_fill import TemplateError, fill, fill_text
 from schemas.procedure import IfStep, InstructionStep, Parameter, Procedure, ToolStep
 from schemas.templates import placeholders, root_name
 

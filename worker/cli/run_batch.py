@@ -12,16 +12,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from analyzers.definitions import Problem
-from analyzers.model import ModelClient
-from analyzers.tools import HttpTransport
+from analyzers.definitions.loading import Problem
+from analyzers.model.protocol import ModelClient
+from analyzers.tools.base import HttpTransport
 from schemas.result import AnalysisResult
-from worker.batch import collect_results, process_all, summarize
 from worker.catalog import Catalog
-from worker.engine import Engine, EngineConfig, ProcessOutcome
+from worker.engine.batch import collect_results, process_all, summarize
+from worker.engine.runner import Engine, EngineConfig, ProcessOutcome
+from worker.engine.service import worker_identity
 from worker.intake import read_conversations, record
 from worker.ledger import Ledger
-from worker.service import worker_identity
 from worker.settings import Settings, tool_secrets
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -5,19 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from analyzers.conversation_tools import builtin_tools, render_turn
+from analyzers.definitions.triggers import procedure_applies
 from analyzers.errors import PermanentModelError, RunFailed
-from analyzers.http_tools import HttpToolRunner
-from analyzers.model import ModelClient, ModelRequest
-from analyzers.model_profiles import cost_of, profile_for
-from analyzers.output_tools import OutputRecorder
-from analyzers.procedure_runner import (
+from analyzers.model.profiles import cost_of, profile_for
+from analyzers.model.protocol import ModelClient, ModelRequest
+from analyzers.runtime.output_tools import OutputRecorder
+from analyzers.runtime.procedure_runner import (
     DecideConditionTool,
     ProcedureRunner,
     ProcedureState,
     ProvideParametersTool,
 )
-from analyzers.prompt import (
+from analyzers.runtime.prompt import (
     FIRST_TURNS_KEPT,
     ConversationView,
     brief,
@@ -25,9 +24,10 @@ from analyzers.prompt import (
     render_conversation,
     system_blocks,
 )
-from analyzers.runtime import ContextOverflow, RunOptions, Session, output_tools
-from analyzers.tools import JSON, ReadCoverage, Tool
-from analyzers.triggers import procedure_applies
+from analyzers.runtime.session import ContextOverflow, RunOptions, Session, output_tools
+from analyzers.tools.base import JSON, ReadCoverage, Tool
+from analyzers.tools.conversation import builtin_tools, render_turn
+from analyzers.tools.http import HttpToolRunner
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure

@@ -1,7 +1,7 @@
 """The one interface between the agent loop and a language model.
 
-The run loop (`analyzers.runtime`) speaks only to `ModelClient`. The Anthropic adapter
-(`analyzers.anthropic_model`) is the only module that imports the `anthropic` SDK; the scripted
+The run loop (`analyzers.runtime.session`) speaks only to `ModelClient`. The Anthropic adapter
+(`analyzers.model.anthropic`) is the only module that imports the `anthropic` SDK; the scripted
 model in `analyzers.testing` implements the same protocol for unit tests.
 
 Messages, system blocks and tool definitions are plain JSON-shaped dicts in the Messages API's

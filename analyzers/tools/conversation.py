@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from analyzers.errors import ConfigError
-from analyzers.http_tools import argument_problems
-from analyzers.tools import JSON, ReadCoverage, Tool, ToolContext, ToolKind, ToolOutcome
+from analyzers.tools.base import JSON, ReadCoverage, Tool, ToolContext, ToolKind, ToolOutcome
+from analyzers.tools.http import argument_problems
 from schemas.conversation import Conversation, Event, Turn
 
 BUILTIN_TOOL_NAMES = frozenset({"get_turns", "get_events", "search_conversation"})

@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from analyzers.expressions import ExpressionError, compile_expression, conversation_variables
-from analyzers.patterns import matches
+from analyzers.definitions.expressions import (
+    ExpressionError,
+    compile_expression,
+    conversation_variables,
+)
+from analyzers.definitions.patterns import matches
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure

@@ -22,8 +22,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from analyzers.errors import ConfigError
-from analyzers.template_fill import TemplateError, as_text, fill, fill_text
-from analyzers.tools import JSON, HttpRequest, HttpResponse, ToolContext, ToolKind, ToolOutcome
+from analyzers.tools.base import JSON, HttpRequest, HttpResponse, ToolContext, ToolKind, ToolOutcome
+from analyzers.tools.template_fill import TemplateError, as_text, fill, fill_text
 from schemas.analyzer import HttpTool
 from schemas.templates import placeholders, root_name
 

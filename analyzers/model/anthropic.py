@@ -30,8 +30,8 @@ import anthropic
 import httpx2
 
 from analyzers.errors import PermanentModelError, RunFailed, TransientModelError
-from analyzers.model import JSON, ModelRequest, ModelTurn, StopReason
-from analyzers.model_profiles import thinking_params
+from analyzers.model.profiles import thinking_params
+from analyzers.model.protocol import JSON, ModelRequest, ModelTurn, StopReason
 from schemas.usage import Usage
 
 T = TypeVar("T")

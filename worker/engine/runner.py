@@ -19,9 +19,9 @@ import structlog
 
 import analyzers
 from analyzers.errors import ConfigError, TransientModelError
-from analyzers.model import ModelClient
-from analyzers.runtime import RunOptions
-from analyzers.tools import HttpTransport
+from analyzers.model.protocol import ModelClient
+from analyzers.runtime.session import RunOptions
+from analyzers.tools.base import HttpTransport
 from schemas.result import AnalysisResult
 from worker.catalog import Catalog
 from worker.ledger import ClaimedRun, Ledger

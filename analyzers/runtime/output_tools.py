@@ -14,7 +14,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from analyzers.tools import JSON, ToolContext, ToolKind, ToolOutcome
+from analyzers.tools.base import JSON, ToolContext, ToolKind, ToolOutcome
 from schemas.analyzer import OutputSpec
 from schemas.result import RecordedOutput
 

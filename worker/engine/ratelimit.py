@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from analyzers.model import ModelClient, ModelRequest, ModelTurn
-from analyzers.prompt import estimate_tokens
+from analyzers.model.protocol import ModelClient, ModelRequest, ModelTurn
+from analyzers.runtime.prompt import estimate_tokens
 
 # KEYS[1]: the bucket hash. ARGV: now, rpm, tpm, tokens. Returns seconds to wait (0: granted).
 _TAKE_SCRIPT = """

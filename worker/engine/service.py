@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 
 import structlog
 
-from analyzers.model import ModelClient
+from analyzers.model.protocol import ModelClient
 from worker.catalog import Catalog
-from worker.engine import Engine, EngineConfig, ProcessOutcome
+from worker.engine.ratelimit import LocalLimiter, RateLimitedModel, RedisLimiter
+from worker.engine.runner import Engine, EngineConfig, ProcessOutcome
 from worker.http_transport import HttpxTransport
 from worker.ledger import Ledger
-from worker.ratelimit import LocalLimiter, RateLimitedModel, RedisLimiter
 from worker.settings import Settings, tool_secrets
 
 log = structlog.get_logger("posthoc.worker")
@@ -66,7 +66,7 @@ def worker_identity() -> str:
 
 def build_model(settings: Settings) -> ModelClient:
     """The Anthropic adapter, behind the fleet-wide rate limit when one is configured."""
-    from analyzers.anthropic_model import build_anthropic_model  # noqa: PLC0415 - heavy SDK import
+    from analyzers.model.anthropic import build_anthropic_model  # noqa: PLC0415 - heavy SDK import
 
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
     model: ModelClient = build_anthropic_model(api_key=key, base_url=settings.anthropic_base_url)

@@ -97,7 +97,7 @@ def _get_service(app: Celery) -> Any:
     global _service  # noqa: PLW0603 - one service per worker process, built on first use
     with _service_lock:
         if _service is None:
-            from worker.service import WorkerService  # noqa: PLC0415 - heavy, only in workers
+            from worker.engine.service import WorkerService  # noqa: PLC0415 - heavy, only in workers
 
             _service = WorkerService(app.conf.posthoc_settings, enqueue=enqueue_with(app))
             _service.start_sweeper()

@@ -19,15 +19,15 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from analyzers.checks import check_definitions
-from analyzers.definitions import load_paths
+from analyzers.definitions.checks import check_definitions
+from analyzers.definitions.loading import load_paths
 from analyzers.errors import ConfigError
-from analyzers.model import ModelClient
-from analyzers.tools import HttpTransport
+from analyzers.model.protocol import ModelClient
+from analyzers.tools.base import HttpTransport
 from schemas import AnalysisResult, AnalyzerSpec, Conversation, Procedure
 from worker.catalog import Catalog
-from worker.cli_run import EXIT_FAILED, execute_batch, fail_usage, no_model_message
-from worker.logging import configure_logging
+from worker.cli.run_batch import EXIT_FAILED, execute_batch, fail_usage, no_model_message
+from worker.observability.logging import configure_logging
 from worker.settings import Settings
 
 app = typer.Typer(
@@ -182,7 +182,7 @@ def demo(
 
     Without ANTHROPIC_API_KEY the model is simulated (and says so); with it, Claude runs.
     """
-    from worker.demo import EXAMPLES, REAL_BANNER, SIMULATED_BANNER, DemoSystems  # noqa: PLC0415
+    from worker.cli.demo import EXAMPLES, REAL_BANNER, SIMULATED_BANNER, DemoSystems  # noqa: PLC0415
 
     settings = load_settings(quiet=True)
     if not EXAMPLES.is_dir():
@@ -216,8 +216,8 @@ def submit(inputs: Inputs, analyzer: AnalyzerOption = None) -> None:
     Prints one line per run: run id, analyzer, conversation, status. Submitting the same
     conversation content again prints the runs recorded the first time.
     """
-    from worker.celery_app import create_celery, enqueue_with  # noqa: PLC0415
-    from worker.cli_run import ensure_parent  # noqa: PLC0415
+    from worker.cli.run_batch import ensure_parent  # noqa: PLC0415
+    from worker.engine.celery_app import create_celery, enqueue_with  # noqa: PLC0415
     from worker.intake import read_conversations, record  # noqa: PLC0415
     from worker.ledger import Ledger  # noqa: PLC0415
 
@@ -258,8 +258,8 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(min=1, max=2000)] = None,
 ) -> None:
     """Consume runs from the configured broker, many analyses at once per process."""
-    from worker.celery_app import create_celery  # noqa: PLC0415
-    from worker.cli_run import ensure_parent  # noqa: PLC0415
+    from worker.cli.run_batch import ensure_parent  # noqa: PLC0415
+    from worker.engine.celery_app import create_celery  # noqa: PLC0415
 
     settings = load_settings()
     load_catalog(settings)  # fail fast on bad definitions, before connecting anything
@@ -339,7 +339,7 @@ def retry(
     failed: Annotated[bool, typer.Option("--failed", help="Retry every failed run.")] = False,
 ) -> None:
     """Put failed (dead-lettered) runs back on the queue with a fresh attempt budget."""
-    from worker.celery_app import create_celery, enqueue_with  # noqa: PLC0415
+    from worker.engine.celery_app import create_celery, enqueue_with  # noqa: PLC0415
     from worker.ledger import Ledger, LedgerError  # noqa: PLC0415
 
     if bool(run_ids) == failed:
@@ -372,8 +372,8 @@ def _http() -> HttpTransport:
 
 def _model(simulate: bool, settings: Settings) -> AbstractContextManager[ModelClient]:
     """The simulated model (a local fake server, for its lifetime) or the configured one."""
-    from worker.demo import simulated_model  # noqa: PLC0415 - starts a server
-    from worker.service import build_model  # noqa: PLC0415 - loads the SDK
+    from worker.cli.demo import simulated_model  # noqa: PLC0415 - starts a server
+    from worker.engine.service import build_model  # noqa: PLC0415 - loads the SDK
 
     return simulated_model() if simulate else contextlib.nullcontext(build_model(settings))
 

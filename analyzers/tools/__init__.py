@@ -1,0 +1,2 @@
+"""Tools the procedural agent may call: the tool protocol, the conversation-reading tools, HTTP
+tools (with their templates and effects)."""

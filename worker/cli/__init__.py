@@ -1,0 +1,9 @@
+"""The `posthoc` command line: one module per command group, all registered on one Typer app.
+
+A new command group is a module here that adds its commands to `worker.cli.commands.app`, and
+one import line below.
+"""
+
+from worker.cli.commands import app, main
+
+__all__ = ["app", "main"]
