@@ -12,6 +12,8 @@ Messages are lower case, specific, and show the offending value with `!r`.
 
 from __future__ import annotations
 
+from schemas.usage import Cost, Usage
+
 
 class AnalyzerError(Exception):
     """Base of every error the analyzer runtime raises on purpose."""
@@ -29,11 +31,23 @@ class TransientModelError(ModelError):
     """A model call failed for a reason that may pass: retry the call or the run later.
 
     `retry_after` is the server's hint in seconds (from `retry-after-ms` or `retry-after`), if any.
+    `usage` and `cost` are what the run had spent when it stopped: `analyzers.run` fills them in
+    before the error leaves it, so an attempt that failed transiently is still billed in the
+    ledger.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        usage: Usage | None = None,
+        cost: Cost | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.usage = usage or Usage()
+        self.cost = cost or Cost()
 
 
 class PermanentModelError(ModelError):

@@ -36,9 +36,11 @@ from schemas.result import (
     ToolCallRecord,
 )
 from schemas.rules import RuleViolation
+from schemas.snapshot import AnalyzerSnapshot
 from schemas.usage import Cost, Usage
 
 __all__ = [
+    "AnalyzerSnapshot",
     "OUTPUT_MODELS",
     "AnalysisResult",
     "AnalyzerSpec",

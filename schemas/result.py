@@ -63,7 +63,15 @@ class Provenance(Contract):
 
     analyzer_version: str
     model: str | None = None
-    prompt_hash: str | None = Field(default=None, description="sha256 of the prompt prefix.")
+    spec_hash: str | None = Field(
+        default=None,
+        description="sha256 of the analyzer snapshot the run executed: spec, resolved "
+        "procedures, brief and tool definitions (see `schemas.snapshot`).",
+    )
+    prompt_hash: str | None = Field(
+        default=None,
+        description="sha256 of the prompt prefix and the analyzer's first message (its brief).",
+    )
     transcript_hash: str | None = Field(default=None, description="sha256 of the conversation.")
     posthoc_version: str | None = None
 

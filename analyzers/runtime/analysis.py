@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from analyzers.definitions.triggers import procedure_applies
-from analyzers.errors import PermanentModelError, RunFailed
+from analyzers.errors import PermanentModelError, RunFailed, TransientModelError
 from analyzers.model.profiles import cost_of, profile_for
 from analyzers.model.protocol import ModelClient, ModelRequest
 from analyzers.runtime.output_tools import OutputRecorder
@@ -69,6 +69,7 @@ async def run(
     # Identifies the conversation's rendering (shared by its analyzers) and the result's
     # provenance: computed once.
     digest = conversation.content_hash()
+    counted: Session | None = None  # the session whose usage is already in `spent`
     # The second attempt only happens when the model reports that the prompt overflowed its
     # context window: it then reads a smaller window of the conversation.
     for keep_last in (None, max(len(conversation.turns) // 4, 8)):
@@ -82,12 +83,19 @@ async def run(
             # What the overflowing attempt spent is still billed: carry it into the result.
             if session is not None:
                 spent, turns_spent = spent + session.usage, turns_spent + session.model_turns
+                counted = session
             error = RunError(
                 type="context_window_exceeded",
                 message="the prompt did not fit the model's context window, even with the "
                 "conversation windowed",
             )
             continue
+        except TransientModelError as exc:
+            # The caller retries the run later; what this attempt spent is billed all the same.
+            live = session.usage if session is not None and session is not counted else Usage()
+            exc.usage = spent + live
+            exc.cost = cost_of(spec.model.id or options.default_model, exc.usage)
+            raise
         except RunFailed as exc:
             error = RunError(type=exc.reason, message=str(exc))
         except PermanentModelError as exc:

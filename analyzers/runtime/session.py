@@ -108,14 +108,18 @@ class Session:
         return cost_of(self.model_id, self.usage)
 
     def prompt_hash(self) -> str:
-        """Hash of everything before the conversation-specific messages: tools and system.
+        """Hash of the prompt as this analyzer's run began: tools, system and its first message.
 
-        The system texts are hashed as they are (they are most of the bytes), the small tool
-        list as sorted JSON.
+        The first user message carries the analyzer's brief (instructions, procedures, outputs),
+        so two analyzers on one conversation get different hashes. The system texts are hashed
+        as they are (they are most of the bytes), the tool list and first message as sorted JSON.
         """
         digest = hashlib.sha256(json.dumps(self.tool_definitions, sort_keys=True).encode())
         for block in self.system:
             digest.update(b"\x00" + str(block.get("text", "")).encode())
+        if self.messages:
+            first = json.dumps(self.messages[0].get("content"), sort_keys=True, default=str)
+            digest.update(b"\x01" + first.encode())
         return digest.hexdigest()
 
     async def converse(self, content: list[JSON]) -> ModelTurn:

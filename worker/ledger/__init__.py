@@ -1,4 +1,5 @@
-"""The ledger: conversations, analysis runs and their attempts, in SQLite or PostgreSQL.
+"""The ledger: conversations and their versions, analyzer snapshots, analysis runs and their
+attempts, in SQLite or PostgreSQL.
 
 The database is the ledger; the broker only carries run ids. See `Ledger`.
 """
@@ -7,13 +8,20 @@ from __future__ import annotations
 
 from worker.ledger.clock import Clock, ManualClock, utc_now
 from worker.ledger.engine import create_ledger_engine
-from worker.ledger.errors import ConversationNotFound, InvalidTransition, LedgerError, RunNotFound
+from worker.ledger.errors import (
+    ConversationNotFound,
+    InvalidTransition,
+    LedgerError,
+    RunNotFound,
+    SnapshotNotFound,
+)
 from worker.ledger.leases import ATTEMPTS_EXHAUSTED
 from worker.ledger.records import (
     AttemptOutcome,
     AttemptRecord,
     ClaimedRun,
     ConversationRef,
+    ConversationVersion,
     RetryOutcome,
     RunPlan,
     RunRecord,
@@ -31,6 +39,7 @@ __all__ = [
     "Clock",
     "ConversationNotFound",
     "ConversationRef",
+    "ConversationVersion",
     "InvalidTransition",
     "Ledger",
     "LedgerError",
@@ -40,6 +49,7 @@ __all__ = [
     "RunPlan",
     "RunRecord",
     "RunState",
+    "SnapshotNotFound",
     "SweepReport",
     "Trigger",
     "create_ledger_engine",

@@ -71,6 +71,8 @@ def run_from_row(row: Row[Any], *, created: bool = False) -> RunRecord:
         cache_read_input_tokens=values["cache_read_input_tokens"],
         cache_creation_input_tokens=values["cache_creation_input_tokens"],
         rerun_of=values["rerun_of"],
+        conversation_version_id=values["conversation_version_id"],
+        spec_hash=values["spec_hash"],
         created=created,
     )
 

@@ -20,11 +20,19 @@ class RunNotFound(LedgerError):
 
 
 class ConversationNotFound(LedgerError):
-    """No stored conversation has this primary key."""
+    """No stored conversation (or conversation version) has this primary key."""
 
-    def __init__(self, conversation_pk: int) -> None:
+    def __init__(self, conversation_pk: int, *, what: str = "conversation") -> None:
         self.conversation_pk = conversation_pk
-        super().__init__(f"no stored conversation with pk {conversation_pk!r}")
+        super().__init__(f"no stored {what} with pk {conversation_pk!r}")
+
+
+class SnapshotNotFound(LedgerError):
+    """No analyzer snapshot has this spec hash."""
+
+    def __init__(self, spec_hash: str) -> None:
+        self.spec_hash = spec_hash
+        super().__init__(f"no analyzer snapshot with spec_hash {spec_hash!r}")
 
 
 class InvalidTransition(LedgerError):

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from schemas import AnalysisResult
+from schemas.usage import Usage
 from worker.ledger._sql import holds_lease, load_run, runs
 from worker.ledger.errors import LedgerError
 from worker.ledger.records import (
@@ -66,6 +67,8 @@ def claim(
             runs.c.max_attempts,
             runs.c.lease_expires_at,
             runs.c.rerun_of,
+            runs.c.conversation_version_id,
+            runs.c.spec_hash,
         )
     ).one_or_none()
     if claimed is None:
@@ -98,6 +101,8 @@ def claim(
         worker_id=worker_id,
         lease_expires_at=claimed.lease_expires_at,
         rerun_of=claimed.rerun_of,
+        conversation_version_id=claimed.conversation_version_id,
+        spec_hash=claimed.spec_hash,
     )
 
 
@@ -172,7 +177,11 @@ def complete(
     result: AnalysisResult,
     attempt: int | None,
 ) -> bool:
-    """Store the result if this worker holds the lease; False (and no change) if it does not."""
+    """Store the result if this worker holds the lease; False (and no change) if it does not.
+
+    The result's usage and cost are this attempt's: they go on its `run_attempts` row, and the
+    run's figures become the sums over all of its attempts.
+    """
     if result.run_id != run_id:
         raise LedgerError(f"the result of run {result.run_id!r} was handed in for run {run_id!r}")
     error = result.error
@@ -183,11 +192,6 @@ def complete(
         "error_type": error.type if error else None,
         "error_message": error.message if error else None,
         "error_retryable": error.retryable if error else None,
-        "cost_usd": result.cost.total_usd,
-        "input_tokens": result.usage.input_tokens,
-        "output_tokens": result.usage.output_tokens,
-        "cache_read_input_tokens": result.usage.cache_read_input_tokens,
-        "cache_creation_input_tokens": result.usage.cache_creation_input_tokens,
     }
     outcome: AttemptOutcome = "failed" if result.status == "failed" else "succeeded"
     return _finish(
@@ -201,6 +205,7 @@ def complete(
         error_type=error.type if error else None,
         message=error.message if error else None,
         action="complete",
+        spent=(result.usage, result.cost.total_usd),
     )
 
 
@@ -214,9 +219,10 @@ def retry_later(
     error_type: str,
     message: str,
     delay_seconds: float,
+    spent: tuple[Usage, float] | None = None,
 ) -> RetryOutcome:
     """A transient failure: queue the run again after `delay_seconds`, or dead-letter it when
-    this was its last attempt."""
+    this was its last attempt. `spent` is what the failed attempt used (tokens, USD)."""
     if delay_seconds < 0:
         raise ValueError(f"delay_seconds must not be negative, got {delay_seconds!r}")
     run = load_run(connection, run_id)
@@ -252,6 +258,7 @@ def retry_later(
         error_type=error_type,
         message=message,
         action="retry_later",
+        spent=spent,
     )
     if not done:
         return "lease_lost"
@@ -267,6 +274,7 @@ def fail(
     *,
     error_type: str,
     message: str,
+    spent: tuple[Usage, float] | None = None,
 ) -> bool:
     """A permanent failure: dead-letter the run with its reason, if this worker holds the lease."""
     values = {
@@ -286,6 +294,7 @@ def fail(
         error_type=error_type,
         message=message,
         action="fail",
+        spent=spent,
     )
 
 
@@ -301,8 +310,13 @@ def _finish(
     error_type: str | None,
     message: str | None,
     action: str,
+    spent: tuple[Usage, float] | None = None,
 ) -> bool:
-    """Apply `values` and release the lease if it is held; close this claim's attempt row."""
+    """Apply `values` and release the lease if it is held; close this claim's attempt row.
+
+    With `spent` (tokens, USD) the attempt row records it and the run's figures become the sums
+    over its attempts.
+    """
     values = {**values, "lease_owner": None, "lease_expires_at": None}
     if values["status"] != "queued":
         values["finished_at"] = now
@@ -324,7 +338,43 @@ def _finish(
         error_type=error_type,
         message=message,
     )
+    if spent is not None:
+        _record_spend(connection, run_id, finished_attempt, *spent)
     return True
+
+
+_USAGE_COLUMNS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
+
+
+def _record_spend(
+    connection: Connection, run_id: str, attempt: int, usage: Usage, cost_usd: float
+) -> None:
+    """Store what one attempt spent, then set the run's figures to the sums over its attempts."""
+    connection.execute(
+        sa.update(run_attempts)
+        .where(run_attempts.c.run_id == run_id, run_attempts.c.attempt == attempt)
+        .values(
+            {name: getattr(usage, name) for name in _USAGE_COLUMNS} | {"cost_usd": cost_usd}
+        )
+    )
+    of_this_run = run_attempts.c.run_id == runs.c.id
+    connection.execute(
+        sa.update(runs)
+        .where(runs.c.id == run_id)
+        .values(
+            {
+                name: sa.select(sa.func.sum(run_attempts.c[name]))
+                .where(of_this_run)
+                .scalar_subquery()
+                for name in (*_USAGE_COLUMNS, "cost_usd")
+            }
+        )
+    )
 
 
 def _close_attempts(

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, get_args
 
+from schemas.snapshot import AnalyzerSnapshot
+
 RunState = Literal["queued", "running", "succeeded", "failed", "skipped"]
 """Where a run is. A superset of `schemas.result.RunStatus`, which only knows finished runs."""
 
@@ -35,6 +37,9 @@ class ConversationRef:
 
     `created` is True the first time it is saved. `changed` is True when the stored transcript is
     new or differs from what was stored before: that is when triggers should be evaluated again.
+    `version_id` and `version` name the content just saved among the conversation's versions
+    (append-only: content seen before keeps its version number, new content gets the next one);
+    runs recorded for it should pass `version_id` to `Ledger.record_runs`.
     """
 
     pk: int
@@ -43,6 +48,19 @@ class ConversationRef:
     transcript_hash: str
     created: bool
     changed: bool
+    version_id: int = 0
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationVersion:
+    """One content a conversation was received with (without the payload)."""
+
+    id: int
+    conversation_pk: int
+    version: int
+    content_hash: str
+    received_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +71,20 @@ class RunPlan:
     analyzer_version: str
     skip_reason: str | None = None
     max_attempts: int = 3
+    snapshot: AnalyzerSnapshot | None = field(default=None, compare=False)
+    """What the run will execute, stored (once per content hash) with the run."""
 
     def __post_init__(self) -> None:
         if not self.analyzer:
             raise ValueError("a run plan needs an analyzer name")
+        if self.snapshot is not None and (
+            self.snapshot.analyzer,
+            self.snapshot.analyzer_version,
+        ) != (self.analyzer, self.analyzer_version):
+            raise ValueError(
+                f"the snapshot of {self.snapshot.analyzer}@{self.snapshot.analyzer_version} "
+                f"was planned for {self.analyzer}@{self.analyzer_version}"
+            )
         if self.max_attempts < 1:
             raise ValueError(
                 f"max_attempts for analyzer {self.analyzer!r} must be at least 1, "
@@ -98,6 +126,8 @@ class RunRecord:
     cache_read_input_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     rerun_of: str | None = None
+    conversation_version_id: int | None = None
+    spec_hash: str | None = None
     created: bool = field(default=False, compare=False)
 
 
@@ -119,6 +149,10 @@ class ClaimedRun:
     worker_id: str
     lease_expires_at: datetime
     rerun_of: str | None = None
+    conversation_version_id: int | None = None
+    """The conversation version to analyse (None: recorded before versions; use the current)."""
+    spec_hash: str | None = None
+    """The snapshot to execute (None: recorded before snapshots; use the loaded analyzer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +167,11 @@ class AttemptRecord:
     outcome: AttemptOutcome | None
     error_type: str | None
     error_message: str | None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cost_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,11 @@ from sqlalchemy.engine import Connection
 
 from schemas import AnalysisResult
 from worker.ledger._sql import RUN_COLUMNS, load_run, run_from_row, runs, upsert_insert
-from worker.ledger.conversations import conversation_identity
+from worker.ledger.conversations import (
+    check_version_belongs,
+    conversation_identity,
+    current_version_id,
+)
 from worker.ledger.errors import InvalidTransition, LedgerError, RunNotFound
 from worker.ledger.records import (
     RUN_STATES,
@@ -24,6 +28,7 @@ from worker.ledger.records import (
     RunState,
     Trigger,
 )
+from worker.ledger.snapshots import save_snapshot
 from worker.ledger.tables import run_attempts
 
 
@@ -36,20 +41,30 @@ def record_runs(
     trigger: Trigger,
     idempotency_prefix: str | None,
     rerun_of: str | None,
+    conversation_version_id: int | None = None,
 ) -> list[RunRecord]:
     """One run per plan: queued and available now, or skipped with its reason.
 
+    Each run points at `conversation_version_id` (by default the conversation's current
+    version) and at its plan's snapshot, which is stored here unless stored already.
+
     With an idempotency prefix, a plan whose key `{prefix}:{analyzer}` was recorded before
-    returns that run (`created=False`) instead of a new one. The insert does nothing on a key
-    conflict, so two concurrent submissions still create one run.
+    returns that run (`created=False`) instead of a new one; when one call plans several
+    versions of an analyzer, their keys are `{prefix}:{analyzer}@{version}`. The insert does
+    nothing on a key conflict, so two concurrent submissions still create one run.
     """
     if trigger not in TRIGGERS:
         raise LedgerError(f"unknown trigger {trigger!r}; expected one of {list(TRIGGERS)}")
     tenant_id, conversation_id = conversation_identity(connection, conversation_pk)
+    if conversation_version_id is None:
+        conversation_version_id = current_version_id(connection, conversation_pk)
+    else:
+        check_version_belongs(connection, conversation_pk, conversation_version_id)
     if rerun_of is not None:
         load_run(connection, rerun_of)  # RunNotFound rather than a foreign-key error
     analyzers = [plan.analyzer for plan in plans]
-    repeated = sorted({name for name in analyzers if analyzers.count(name) > 1})
+    versioned = [f"{plan.analyzer}@{plan.analyzer_version}" for plan in plans]
+    repeated = sorted({name for name in versioned if versioned.count(name) > 1})
     if idempotency_prefix is not None and repeated:
         raise LedgerError(
             f"analyzer(s) {repeated} planned twice under idempotency prefix "
@@ -58,6 +73,14 @@ def record_runs(
     records = []
     for plan in plans:
         run_id = uuid.uuid4().hex
+        key_name = (
+            f"{plan.analyzer}@{plan.analyzer_version}"
+            if analyzers.count(plan.analyzer) > 1
+            else plan.analyzer
+        )
+        spec_hash = (
+            None if plan.snapshot is None else save_snapshot(connection, now, plan.snapshot)
+        )
         values: dict[str, Any] = {
             "id": run_id,
             "conversation_pk": conversation_pk,
@@ -70,8 +93,10 @@ def record_runs(
             "available_at": now,
             "created_at": now,
             "rerun_of": rerun_of,
+            "conversation_version_id": conversation_version_id,
+            "spec_hash": spec_hash,
             "idempotency_key": (
-                None if idempotency_prefix is None else f"{idempotency_prefix}:{plan.analyzer}"
+                None if idempotency_prefix is None else f"{idempotency_prefix}:{key_name}"
             ),
         }
         if plan.skip_reason is None:
@@ -193,6 +218,11 @@ def attempts(connection: Connection, run_id: str) -> list[AttemptRecord]:
             outcome=cast(AttemptOutcome | None, row.outcome),
             error_type=row.error_type,
             error_message=row.error_message,
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+            cache_read_input_tokens=row.cache_read_input_tokens,
+            cache_creation_input_tokens=row.cache_creation_input_tokens,
+            cost_usd=row.cost_usd,
         )
         for row in rows
     ]
@@ -224,7 +254,8 @@ def requeue_failed(
 
 
 # What a retried run starts from: queued, a fresh attempt budget, nothing left of its last try
-# (its history stays in run_attempts).
+# (its history stays in run_attempts). Its spend figures stay: they are the sums over all of
+# its attempts, the earlier ones included.
 _FRESH_QUEUE_ENTRY: dict[str, Any] = {
     "status": "queued",
     "max_attempts": runs.c.attempts + runs.c.attempt_budget,
@@ -239,11 +270,6 @@ _FRESH_QUEUE_ENTRY: dict[str, Any] = {
             "error_message",
             "error_retryable",
             "result",
-            "cost_usd",
-            "input_tokens",
-            "output_tokens",
-            "cache_read_input_tokens",
-            "cache_creation_input_tokens",
         ]
     ),
 }

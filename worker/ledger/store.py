@@ -14,8 +14,9 @@ from types import TracebackType
 
 from sqlalchemy.engine import URL, Connection, Engine
 
-from schemas import AnalysisResult, Conversation
-from worker.ledger import conversations, leases, migrate, runs, sweeping
+from schemas import AnalysisResult, AnalyzerSnapshot, Conversation
+from schemas.usage import Usage
+from worker.ledger import conversations, leases, migrate, runs, snapshots, sweeping
 from worker.ledger._sql import load_run
 from worker.ledger.clock import Clock, utc_now
 from worker.ledger.engine import WRITE_OPTION, create_ledger_engine
@@ -25,6 +26,7 @@ from worker.ledger.records import (
     AttemptRecord,
     ClaimedRun,
     ConversationRef,
+    ConversationVersion,
     RetryOutcome,
     RunPlan,
     RunRecord,
@@ -83,15 +85,51 @@ class Ledger:
     # Conversations
 
     def save_conversation(self, conversation: Conversation) -> ConversationRef:
-        """Store the conversation; an existing one is replaced only if its transcript changed."""
+        """Store the conversation's content as a version (new content: the next version; the
+        same content: the version it already is) and make it the current content."""
         with self._write() as connection:
             return conversations.save_conversation(connection, self._now(), conversation)
 
     def get_conversation(self, ref_or_pk: ConversationRef | int) -> Conversation:
-        """The stored conversation (ConversationNotFound if there is none)."""
-        pk = ref_or_pk.pk if isinstance(ref_or_pk, ConversationRef) else ref_or_pk
+        """The conversation's current content (ConversationNotFound if there is none).
+
+        A `ConversationRef` reads the version it was saved as, not whatever is current now.
+        """
         with self._read() as connection:
+            if isinstance(ref_or_pk, ConversationRef) and ref_or_pk.version_id:
+                return conversations.get_version(connection, ref_or_pk.version_id)
+            pk = ref_or_pk.pk if isinstance(ref_or_pk, ConversationRef) else ref_or_pk
             return conversations.get_conversation(connection, pk)
+
+    def get_conversation_version(self, version_id: int) -> Conversation:
+        """The content stored as this conversation version (ConversationNotFound if none)."""
+        with self._read() as connection:
+            return conversations.get_version(connection, version_id)
+
+    def conversation_versions(self, conversation_pk: int) -> list[ConversationVersion]:
+        """Every version of a conversation, oldest first."""
+        with self._read() as connection:
+            return conversations.list_versions(connection, conversation_pk)
+
+    def run_conversation(self, run: ClaimedRun | RunRecord) -> Conversation:
+        """The conversation content the run was recorded for (runs recorded before conversation
+        versions existed read the current content)."""
+        with self._read() as connection:
+            if run.conversation_version_id is not None:
+                return conversations.get_version(connection, run.conversation_version_id)
+            return conversations.get_conversation(connection, run.conversation_pk)
+
+    # Snapshots
+
+    def save_snapshot(self, snapshot: AnalyzerSnapshot) -> str:
+        """Store the snapshot once per content hash; return its `spec_hash`."""
+        with self._write() as connection:
+            return snapshots.save_snapshot(connection, self._now(), snapshot)
+
+    def get_snapshot(self, spec_hash: str) -> AnalyzerSnapshot:
+        """The snapshot stored under `spec_hash` (SnapshotNotFound if there is none)."""
+        with self._read() as connection:
+            return snapshots.get_snapshot(connection, spec_hash)
 
     # Recording runs
 
@@ -103,9 +141,12 @@ class Ledger:
         trigger: Trigger,
         idempotency_prefix: str | None = None,
         rerun_of: str | None = None,
+        conversation_version_id: int | None = None,
     ) -> list[RunRecord]:
         """One run per plan, queued now or skipped with its reason, in the order of `plans`.
 
+        Each run is pinned to `conversation_version_id` (default: the conversation's current
+        version; pass `ConversationRef.version_id`) and to its plan's snapshot, if it has one.
         With `idempotency_prefix`, a plan whose key `{prefix}:{analyzer}` already exists returns
         that run with `created=False` (a repeated webhook or CLI submission).
         """
@@ -118,6 +159,7 @@ class Ledger:
                 trigger=trigger,
                 idempotency_prefix=idempotency_prefix,
                 rerun_of=rerun_of,
+                conversation_version_id=conversation_version_id,
             )
 
     # Leases: what a worker does with a run id from the queue
@@ -142,7 +184,11 @@ class Ledger:
     def complete(
         self, run_id: str, worker_id: str, result: AnalysisResult, *, attempt: int | None = None
     ) -> bool:
-        """Store the result (status from `result.status`); False and no write without the lease."""
+        """Store the result (status from `result.status`); False and no write without the lease.
+
+        The result's usage and cost are recorded as this attempt's; the run's figures
+        (`RunRecord.input_tokens`, ..., `cost_usd`) are the sums over all its attempts.
+        """
         with self._write() as connection:
             return leases.complete(connection, self._now(), run_id, worker_id, result, attempt)
 
@@ -155,10 +201,12 @@ class Ledger:
         message: str,
         delay_seconds: float,
         attempt: int | None = None,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> RetryOutcome:
         """A transient failure: `queued` again after the delay, or `failed` with
         `attempts_exhausted` after the last attempt; `lease_lost` (and no write) without the
-        lease."""
+        lease. `usage`/`cost_usd`: what the failed attempt spent, added to the run's figures."""
         with self._write() as connection:
             return leases.retry_later(
                 connection,
@@ -169,6 +217,7 @@ class Ledger:
                 error_type=error_type,
                 message=message,
                 delay_seconds=delay_seconds,
+                spent=None if usage is None else (usage, cost_usd),
             )
 
     def fail(
@@ -179,6 +228,8 @@ class Ledger:
         error_type: str,
         message: str,
         attempt: int | None = None,
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
     ) -> bool:
         """A permanent failure: `failed` with this reason; False and no write without the lease."""
         with self._write() as connection:
@@ -190,6 +241,7 @@ class Ledger:
                 attempt,
                 error_type=error_type,
                 message=message,
+                spent=None if usage is None else (usage, cost_usd),
             )
 
     # The sweeper

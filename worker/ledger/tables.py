@@ -81,6 +81,35 @@ conversations = sa.Table(
     sa.UniqueConstraint("tenant_id", "conversation_id"),
 )
 
+# Every distinct content a conversation was received with, append-only (revision 0002). The
+# `conversations` row keeps the newest content for the reads that want "the conversation";
+# runs point at the version they were recorded for.
+conversation_versions = sa.Table(
+    "conversation_versions",
+    metadata,
+    sa.Column("id", BigPk, primary_key=True, autoincrement=True),
+    sa.Column("conversation_pk", BigPk, sa.ForeignKey("conversations.id"), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("payload", _json(), nullable=False),
+    sa.Column("received_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("conversation_pk", "version"),
+    sa.UniqueConstraint("conversation_pk", "content_hash"),
+    sa.CheckConstraint("version >= 1", name="version"),
+)
+
+# Analyzer snapshots, content-addressed by `spec_hash` and stored once (revision 0002).
+analyzer_snapshots = sa.Table(
+    "analyzer_snapshots",
+    metadata,
+    sa.Column("spec_hash", sa.String(64), primary_key=True),
+    sa.Column("analyzer", sa.String(200), nullable=False),
+    sa.Column("analyzer_version", sa.String(100), nullable=False),
+    sa.Column("snapshot", _json(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Index(None, "analyzer", "analyzer_version"),
+)
+
 analysis_runs = sa.Table(
     "analysis_runs",
     metadata,
@@ -117,6 +146,10 @@ analysis_runs = sa.Table(
     sa.Column("cache_read_input_tokens", sa.BigInteger()),
     sa.Column("cache_creation_input_tokens", sa.BigInteger()),
     sa.Column("rerun_of", sa.String(64), sa.ForeignKey("analysis_runs.id")),
+    # What exactly the run analyses with what (revision 0002): the conversation version it was
+    # recorded for and the analyzer snapshot it executes. NULL only for runs recorded before.
+    sa.Column("conversation_version_id", BigPk, sa.ForeignKey("conversation_versions.id")),
+    sa.Column("spec_hash", sa.String(64), sa.ForeignKey("analyzer_snapshots.spec_hash")),
     sa.CheckConstraint(_one_of("status", RUN_STATES), name="status"),
     sa.CheckConstraint(_one_of("trigger", TRIGGERS), name="trigger"),
     sa.CheckConstraint("attempts >= 0 AND attempts <= max_attempts", name="attempts"),
@@ -145,6 +178,12 @@ run_attempts = sa.Table(
     sa.Column("outcome", sa.String(16)),
     sa.Column("error_type", sa.String(100)),
     sa.Column("error_message", sa.Text()),
+    # What this attempt spent (revision 0002); a run's figures are the sums over its attempts.
+    sa.Column("input_tokens", sa.BigInteger()),
+    sa.Column("output_tokens", sa.BigInteger()),
+    sa.Column("cache_read_input_tokens", sa.BigInteger()),
+    sa.Column("cache_creation_input_tokens", sa.BigInteger()),
+    sa.Column("cost_usd", sa.Float()),
     sa.UniqueConstraint("run_id", "attempt"),
     sa.CheckConstraint(
         f"outcome IS NULL OR {_one_of('outcome', ATTEMPT_OUTCOMES)}", name="outcome"

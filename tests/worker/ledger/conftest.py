@@ -26,7 +26,14 @@ POSTGRES_ADMIN_URLS = (
     "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
     "postgresql+psycopg://root@127.0.0.1:5432/postgres",
 )
-LEDGER_TABLES = ("run_attempts", "analysis_runs", "conversations", "alembic_version")
+LEDGER_TABLES = (
+    "run_attempts",
+    "analysis_runs",
+    "analyzer_snapshots",
+    "conversation_versions",
+    "conversations",
+    "alembic_version",
+)
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
 
 
@@ -109,7 +116,8 @@ def ledger(database_url: str, clock: ManualClock) -> Iterator[Ledger]:
         if ledger.engine.dialect.name == "postgresql":
             with ledger.engine.begin() as connection:
                 connection.exec_driver_sql(
-                    "TRUNCATE run_attempts, analysis_runs, conversations RESTART IDENTITY CASCADE"
+                    "TRUNCATE run_attempts, analysis_runs, analyzer_snapshots, conversation_versions, "
+                    "conversations RESTART IDENTITY CASCADE"
                 )
         yield ledger
     finally:

@@ -13,7 +13,14 @@ from worker.ledger import Ledger, ManualClock
 from worker.ledger.migrate import MIGRATIONS_DIR, head_revision
 from worker.ledger.tables import metadata
 
-EXPECTED_TABLES = {"conversations", "analysis_runs", "run_attempts", "alembic_version"}
+EXPECTED_TABLES = {
+    "conversations",
+    "conversation_versions",
+    "analyzer_snapshots",
+    "analysis_runs",
+    "run_attempts",
+    "alembic_version",
+}
 
 
 def _tables(ledger: Ledger) -> set[str]:
@@ -31,14 +38,14 @@ def test_migrate_creates_the_schema_and_a_second_run_is_a_no_op(
     with Ledger.from_url(empty_database_url, now=clock) as ledger:
         assert ledger.schema_revision() is None
         ledger.migrate()
-        assert ledger.schema_revision() == head_revision() == "0001"
+        assert ledger.schema_revision() == head_revision() == "0002_pinned"
         assert _tables(ledger) >= EXPECTED_TABLES
         with ledger.engine.connect() as connection:
             versions_before = connection.exec_driver_sql("SELECT * FROM alembic_version").all()
 
         ledger.migrate()
 
-        assert ledger.schema_revision() == "0001"
+        assert ledger.schema_revision() == "0002_pinned"
         with ledger.engine.connect() as connection:
             assert connection.exec_driver_sql("SELECT * FROM alembic_version").all() == (
                 versions_before

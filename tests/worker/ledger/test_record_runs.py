@@ -118,7 +118,7 @@ def test_a_key_that_belongs_to_another_conversation_is_refused(ledger: Ledger) -
 def test_an_analyzer_planned_twice_under_one_key_is_refused(ledger: Ledger) -> None:
     ref = ledger.save_conversation(make_conversation())
     twice = [PLANS[0], PLANS[0]]
-    with pytest.raises(LedgerError, match=r"\['refund_review'\] planned twice"):
+    with pytest.raises(LedgerError, match=r"\['refund_review@3'\] planned twice"):
         ledger.record_runs(ref.pk, twice, trigger="cli", idempotency_prefix="p")
     assert sum(ledger.counts_by_status().values()) == 0
 

@@ -1,0 +1,101 @@
+"""Building an `AnalyzerSnapshot` at record time. Pure: no I/O, no clock, no model.
+
+Decisions (documented in `docs/architecture.md` too):
+
+- **Procedures** are resolved per name the analyzer lists: the newest version that is approved
+  and in scope for the conversation's tenant and agent. That version is frozen in the snapshot;
+  a newer version loaded later changes nothing for the run. Whether its trigger matches is still
+  decided when the run executes, on the frozen version.
+- **The brief** depends on which procedures apply to the conversation, so it is rendered for the
+  conversation version the run is recorded for, with the procedures whose trigger matches it
+  then. Snapshots are content-addressed, so every conversation with the same applicable
+  procedures shares one stored snapshot (one per analyzer version in the common case).
+- **Tool definitions** are those of the tools the analyzer may call, its output tools and (when
+  it follows procedures) the procedure tools, exactly as the runtime renders them, sorted by name.
+  Companions' tools, listed for the shared cache prefix but not callable, are not part of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from analyzers.definitions.triggers import procedure_applies
+from analyzers.runtime.output_tools import OutputTool
+from analyzers.runtime.procedure_runner import (
+    DecideConditionTool,
+    ProcedureState,
+    ProvideParametersTool,
+)
+from analyzers.runtime.prompt import brief
+from analyzers.tools.base import JSON, Tool
+from analyzers.tools.conversation import builtin_tools
+from analyzers.tools.http import HttpToolRunner
+from schemas.analyzer import AnalyzerSpec
+from schemas.conversation import Conversation
+from schemas.procedure import Procedure
+from schemas.snapshot import AnalyzerSnapshot
+
+
+def build_snapshot(
+    spec: AnalyzerSpec, conversation: Conversation, procedures: Sequence[Procedure]
+) -> AnalyzerSnapshot:
+    """The snapshot of `spec` for a run on `conversation`; `procedures` is the whole catalog."""
+    resolved = resolve_procedures(spec, conversation, procedures)
+    return AnalyzerSnapshot(
+        spec=spec,
+        procedures=resolved,
+        brief=render_brief(spec, conversation, resolved),
+        tool_definitions=tool_definitions(spec),
+    )
+
+
+def resolve_procedures(
+    spec: AnalyzerSpec, conversation: Conversation, procedures: Sequence[Procedure]
+) -> list[Procedure]:
+    """For each procedure name of `spec`, in its order, the newest version in scope."""
+    resolved = []
+    for name in spec.procedures:
+        candidates = [p for p in procedures if p.name == name and _in_scope(p, conversation)]
+        if candidates:
+            resolved.append(max(candidates, key=lambda p: p.version))
+    return resolved
+
+
+def render_brief(
+    spec: AnalyzerSpec, conversation: Conversation, resolved: Sequence[Procedure]
+) -> str:
+    """The brief the runtime renders for this conversation from these (frozen) procedures."""
+    applicable = [p for p in resolved if procedure_applies(p, conversation).applies]
+    return brief(
+        spec,
+        [p for p in applicable if p.form == "free_form"],
+        [p for p in applicable if p.form == "structured"],
+        spec.tool_names(),
+    )
+
+
+def tool_definitions(spec: AnalyzerSpec) -> list[JSON]:
+    """The definitions of every tool `spec` may call, sorted by name."""
+    tools: list[Tool] = [
+        *builtin_tools([t for t in spec.tools if isinstance(t, str)]),
+        *(HttpToolRunner(http_tool) for http_tool in spec.http_tools()),
+        *(OutputTool(output, None) for output in spec.outputs),
+    ]
+    if spec.procedures:
+        state = ProcedureState()
+        tools += [ProvideParametersTool(state), DecideConditionTool(state)]
+    return [tool.definition() for tool in sorted(tools, key=lambda tool: tool.name)]
+
+
+def _in_scope(procedure: Procedure, conversation: Conversation) -> bool:
+    # The scope part of `procedure_applies` (approval, tenant, owner agent), without the
+    # trigger: the trigger is judged on the frozen version when the run executes.
+    if not procedure.approved:
+        return False
+    if procedure.tenant_id is not None and procedure.tenant_id != conversation.tenant_id:
+        return False
+    return (
+        procedure.agent_id is None
+        or procedure.agent_id == conversation.agent_id
+        or procedure.shared
+    )

@@ -1,0 +1,46 @@
+"""Analyzer snapshots in the ledger: stored once per content hash, read back by the worker.
+
+A snapshot's key is its own `spec_hash`, recomputed here from the content rather than trusted,
+so a row can never hold content that does not match its key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from schemas.snapshot import AnalyzerSnapshot
+from worker.ledger._sql import upsert_insert
+from worker.ledger.errors import SnapshotNotFound
+from worker.ledger.tables import analyzer_snapshots
+
+
+def save_snapshot(connection: Connection, now: datetime, snapshot: AnalyzerSnapshot) -> str:
+    """Store the snapshot unless a snapshot with its hash is stored already; return the hash."""
+    spec_hash = snapshot.spec_hash()
+    connection.execute(
+        upsert_insert(connection, analyzer_snapshots)
+        .values(
+            spec_hash=spec_hash,
+            analyzer=snapshot.analyzer,
+            analyzer_version=snapshot.analyzer_version,
+            snapshot=snapshot.model_dump(mode="json", by_alias=True),
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["spec_hash"])
+    )
+    return spec_hash
+
+
+def get_snapshot(connection: Connection, spec_hash: str) -> AnalyzerSnapshot:
+    """The snapshot stored under `spec_hash`, or SnapshotNotFound."""
+    stored = connection.execute(
+        sa.select(analyzer_snapshots.c.snapshot).where(
+            analyzer_snapshots.c.spec_hash == spec_hash
+        )
+    ).scalar_one_or_none()
+    if stored is None:
+        raise SnapshotNotFound(spec_hash)
+    return AnalyzerSnapshot.model_validate(stored)
