@@ -40,9 +40,9 @@ from schemas.snapshot import AnalyzerSnapshot
 from schemas.usage import Cost, Usage
 
 __all__ = [
-    "AnalyzerSnapshot",
     "OUTPUT_MODELS",
     "AnalysisResult",
+    "AnalyzerSnapshot",
     "AnalyzerSpec",
     "AnalyzerTrigger",
     "Condition",

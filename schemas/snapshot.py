@@ -18,7 +18,7 @@ from schemas._base import Contract
 from schemas.analyzer import AnalyzerSpec
 from schemas.procedure import Procedure
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT: Literal[1] = 1
 """Bumped when what a snapshot holds changes, so old and new snapshots never share a hash."""
 
 

@@ -1,16 +1,22 @@
-"""The analyzers and procedures a worker knows: the built-ins and the configured folders."""
+"""The analyzers and procedures a worker knows: the built-ins and the configured folders.
+
+Several versions of one analyzer may be loaded at once. A bare name means its newest version
+(ordered by `analyzers.definitions.versions.version_key`); `name@version` selects one exactly.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import analyzers as analyzers_package
 from analyzers.definitions.checks import check_definitions
 from analyzers.definitions.loading import DefinitionSet, load_paths
 from analyzers.definitions.triggers import analyzer_applies
+from analyzers.definitions.versions import parse_selector, selector, version_key
 from analyzers.errors import ConfigError
+from analyzers.runtime.snapshot import build_snapshot
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure
@@ -21,10 +27,35 @@ BUILTIN_DIR = Path(analyzers_package.__file__).parent / "builtin"
 
 @dataclass(frozen=True)
 class Catalog:
-    """Analyzers by name and every procedure, loaded and checked once per process."""
+    """Analyzers and every procedure, loaded and checked once per process.
+
+    `analyzers` holds the newest version of each analyzer by name (the default everywhere a
+    bare name is used); `versions` every loaded version, by name and then version, oldest first.
+    """
 
     analyzers: dict[str, AnalyzerSpec]
     procedures: tuple[Procedure, ...]
+    versions: dict[str, dict[str, AnalyzerSpec]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.versions:
+            versions = {name: {spec.version: spec} for name, spec in self.analyzers.items()}
+            object.__setattr__(self, "versions", versions)
+
+    @classmethod
+    def from_specs(
+        cls, specs: Iterable[AnalyzerSpec], procedures: Iterable[Procedure] = ()
+    ) -> Catalog:
+        """A catalog of these analyzers (any number of versions each) and procedures."""
+        by_name: dict[str, dict[str, AnalyzerSpec]] = {}
+        for spec in specs:
+            by_name.setdefault(spec.name, {})[spec.version] = spec
+        versions = {
+            name: dict(sorted(found.items(), key=lambda item: version_key(item[0])))
+            for name, found in by_name.items()
+        }
+        newest = {name: list(found.values())[-1] for name, found in versions.items()}
+        return cls(analyzers=newest, procedures=tuple(procedures), versions=versions)
 
     @classmethod
     def load(
@@ -46,24 +77,48 @@ class Catalog:
         if loaded.conversations:
             files = sorted({c.file for c in loaded.conversations})
             raise ConfigError(f"analyzer and procedure folders hold conversations: {files}")
-        return cls(
-            analyzers={a.value.name: a.value for a in loaded.analyzers},
-            procedures=tuple(p.value for p in loaded.procedures),
+        return cls.from_specs(
+            (a.value for a in loaded.analyzers), (p.value for p in loaded.procedures)
         )
 
+    def get(self, name: str, version: str | None = None) -> AnalyzerSpec | None:
+        """The analyzer `name` at `version` (its newest for None), or None if not loaded."""
+        if version is None:
+            return self.analyzers.get(name)
+        return self.versions.get(name, {}).get(version)
+
     def select(self, names: Sequence[str] | None) -> list[AnalyzerSpec]:
-        """The analyzers named (all of them for None); an unknown name is a `ConfigError`."""
+        """The analyzers named (`name` or `name@version`; the newest of each for None).
+
+        An unknown name or version is a `ConfigError` listing what is loaded.
+        """
         if not names:
             return list(self.analyzers.values())
-        unknown = sorted(set(names) - set(self.analyzers))
+        chosen: dict[tuple[str, str], AnalyzerSpec] = {}
+        unknown = []
+        for wanted in names:
+            spec = self.get(*parse_selector(wanted))
+            if spec is None:
+                unknown.append(wanted)
+            else:
+                chosen.setdefault((spec.name, spec.version), spec)
         if unknown:
-            raise ConfigError(f"unknown analyzer(s) {unknown}; known: {sorted(self.analyzers)}")
-        return [self.analyzers[name] for name in dict.fromkeys(names)]
+            loaded = ", ".join(
+                selector(name, version)
+                for name, found in sorted(self.versions.items())
+                for version in found
+            )
+            raise ConfigError(
+                f"unknown analyzer(s) {sorted(unknown)}; known: {sorted(self.versions)} "
+                f"(loaded versions: {loaded}; a bare name means the newest version)"
+            )
+        return list(chosen.values())
 
     def plan(
         self, conversation: Conversation, names: Sequence[str] | None, max_attempts: int
     ) -> list[RunPlan]:
-        """One run plan per selected analyzer: queued when its trigger matches, else skipped."""
+        """One run plan per selected analyzer: queued (with the snapshot it will execute) when
+        its trigger matches, else skipped with the reason."""
         plans = []
         for spec in self.select(names):
             decision = analyzer_applies(spec, conversation)
@@ -73,6 +128,11 @@ class Catalog:
                     analyzer_version=spec.version,
                     skip_reason=None if decision.applies else decision.reason,
                     max_attempts=max_attempts,
+                    snapshot=(
+                        build_snapshot(spec, conversation, self.procedures)
+                        if decision.applies
+                        else None
+                    ),
                 )
             )
         return plans

@@ -47,6 +47,8 @@ def record(
 ) -> list[tuple[Conversation, RunRecord]]:
     """Persist each conversation and record one run per selected analyzer (queued or skipped).
 
+    Each run is pinned to the conversation version just saved and to a snapshot of its analyzer
+    (spec, resolved procedures, brief), so what a worker later runs is what was recorded here.
     With `idempotent`, submitting the same conversation content again returns the runs recorded
     the first time instead of new ones.
     """
@@ -59,6 +61,12 @@ def record(
             if idempotent
             else None
         )
-        recorded = ledger.record_runs(ref.pk, plans, trigger=trigger, idempotency_prefix=prefix)
+        recorded = ledger.record_runs(
+            ref.pk,
+            plans,
+            trigger=trigger,
+            idempotency_prefix=prefix,
+            conversation_version_id=ref.version_id,
+        )
         runs += [(conversation, run) for run in recorded]
     return runs

@@ -5,7 +5,8 @@
 - every expression compiles as CEL and reads only variables that will be there;
 - output and tool input schemas are valid JSON Schema;
 - trigger patterns are sound;
-- names are unique across files.
+- analyzer name and version pairs are unique across files (several versions of one analyzer
+  may be loaded side by side), and versions can be written after `name@`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from analyzers.definitions.expressions import (
 )
 from analyzers.definitions.loading import DefinitionSet, Problem, Sourced
 from analyzers.definitions.patterns import PatternError, compile_pattern
+from analyzers.definitions.versions import SEPARATOR
 from analyzers.tools.conversation import BUILTIN_TOOL_NAMES
 from schemas.analyzer import AnalyzerSpec
 from schemas.procedure import IfStep, Procedure, ToolStep
@@ -60,21 +62,30 @@ def check_definitions(definitions: DefinitionSet) -> list[Problem]:
 
 def _unique_names(definitions: DefinitionSet) -> list[Problem]:
     problems: list[Problem] = []
-    first_analyzer: dict[str, Sourced[AnalyzerSpec]] = {}
+    first_analyzer: dict[tuple[str, str], Sourced[AnalyzerSpec]] = {}
     for analyzer in definitions.analyzers:
-        name = analyzer.value.name
-        if name in first_analyzer:
-            earlier = first_analyzer[name]
+        name, version = analyzer.value.name, analyzer.value.version
+        if SEPARATOR in version or version != version.strip():
+            problems.append(
+                analyzer.problem(
+                    ("version",),
+                    "analyzer-version",
+                    f"analyzer version {version!r} must not contain {SEPARATOR!r} or start or "
+                    f"end with a space: it is written as `{name}{SEPARATOR}<version>`",
+                )
+            )
+        if (name, version) in first_analyzer:
+            earlier = first_analyzer[(name, version)]
             problems.append(
                 analyzer.problem(
                     ("name",),
                     "analyzer-unique",
-                    f"analyzer {name!r} is also defined in "
+                    f"analyzer {name!r} version {version!r} is also defined in "
                     f"{earlier.file}:{earlier.line_of(('name',))}",
                 )
             )
         else:
-            first_analyzer[name] = analyzer
+            first_analyzer[(name, version)] = analyzer
     first_procedure: dict[tuple[str | None, str, int], Sourced[Procedure]] = {}
     for procedure in definitions.procedures:
         key = (procedure.value.tenant_id, procedure.value.name, procedure.value.version)

@@ -464,12 +464,26 @@ def test_trigger_pattern_must_be_sound(tmp_path: Path, pattern: str) -> None:
 
 
 def test_analyzer_names_are_unique_across_files(tmp_path: Path) -> None:
-    """Two analyzers with one name: the second is reported, naming where the first is."""
+    """Two analyzers with one name and version: the second is reported, naming the first."""
     first = write(tmp_path, "a.yaml", analyzer_text(name="dup"))
     second = write(tmp_path, "b.yaml", analyzer_text(name="dup"))
     problem = only(all_problems(tmp_path))
     assert (problem.rule, problem.file, problem.line) == ("analyzer-unique", str(second), 2)
     assert f"{first}:2" in problem.message
+    assert "version '1'" in problem.message
+
+
+def test_two_versions_of_one_analyzer_may_be_loaded_side_by_side(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", analyzer_text(name="dup", extra='version: "1"\n'))
+    write(tmp_path, "b.yaml", analyzer_text(name="dup", extra='version: "2"\n'))
+    assert all_problems(tmp_path) == []
+
+
+def test_an_analyzer_version_that_cannot_follow_an_at_sign_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.yaml", analyzer_text(name="dup", extra='version: "1@2"\n'))
+    problem = only(all_problems(path))
+    assert (problem.rule, problem.field) == ("analyzer-version", "version")
+    assert "'1@2'" in problem.message
 
 
 PLAIN_PROCEDURE = """\

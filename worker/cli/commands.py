@@ -40,7 +40,11 @@ app = typer.Typer(
 
 AnalyzerOption = Annotated[
     list[str] | None,
-    typer.Option("--analyzer", "-a", help="Run only this analyzer (repeatable)."),
+    typer.Option(
+        "--analyzer",
+        "-a",
+        help="Run only this analyzer (repeatable): NAME for its newest version, or NAME@VERSION.",
+    ),
 ]
 Inputs = Annotated[
     list[Path], typer.Argument(help="Conversation JSON or JSONL files, or folders of them.")

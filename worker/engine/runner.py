@@ -2,7 +2,13 @@
 
 Everything that happens to a run goes through the ledger with a lease: a duplicate delivery of a
 finished or leased run is a no-op, a lost lease stops the work without writing, transient model
-errors put the run back with a backoff, and one summary line is logged per attempt.
+errors put the run back with a backoff (what the failed attempt spent is still recorded), and one
+summary line is logged per attempt.
+
+A run executes what it was recorded for: the conversation version it points at and the analyzer
+snapshot (spec and frozen procedures) named by its `spec_hash`, never whatever analyzer of that
+name the worker has loaded now. Runs recorded before snapshots existed run the loaded analyzer of
+exactly their recorded version, or fail if that version is not loaded.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from analyzers.errors import ConfigError, TransientModelError
 from analyzers.model.protocol import ModelClient
 from analyzers.runtime.session import RunOptions
 from analyzers.tools.base import HttpTransport
+from schemas.analyzer import AnalyzerSpec
+from schemas.procedure import Procedure
 from schemas.result import AnalysisResult
 from worker.catalog import Catalog
-from worker.ledger import ClaimedRun, Ledger
+from worker.ledger import ClaimedRun, Ledger, SnapshotNotFound
 from worker.settings import Settings
 
 log = structlog.get_logger("posthoc.worker")
@@ -106,21 +114,14 @@ class Engine:
 
     async def _process_claimed(self, claimed: ClaimedRun, worker_id: str) -> ProcessOutcome:
         started = time.monotonic()
-        conversation = await asyncio.to_thread(
-            self.ledger.get_conversation, claimed.conversation_pk
-        )
+        conversation = await asyncio.to_thread(self.ledger.run_conversation, claimed)
         structlog.contextvars.bind_contextvars(
             conversation_id=conversation.conversation_id, tenant_id=conversation.tenant_id
         )
-        spec = self.catalog.analyzers.get(claimed.analyzer)
-        if spec is None:
-            return await self._fail(
-                claimed,
-                worker_id,
-                "config_error",
-                f"analyzer {claimed.analyzer!r} is not configured in this worker",
-                started,
-            )
+        program = await self._program(claimed)
+        if isinstance(program, str):
+            return await self._fail(claimed, worker_id, "config_error", program, started)
+        spec, procedures = program
         options = RunOptions(
             run_id=claimed.run_id,
             default_model=self.config.default_model,
@@ -132,7 +133,7 @@ class Engine:
                 spec,
                 conversation,
                 model=self.model,
-                procedures=self.catalog.procedures,
+                procedures=procedures,
                 companions=self.catalog.companions(spec, conversation),
                 options=options,
             )
@@ -160,7 +161,30 @@ class Engine:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, LeaseLost):
                 await heartbeat
+        if result.provenance is not None and claimed.spec_hash is not None:
+            provenance = result.provenance.model_copy(update={"spec_hash": claimed.spec_hash})
+            result = result.model_copy(update={"provenance": provenance})
         return await self._complete(claimed, worker_id, result, started)
+
+    async def _program(
+        self, claimed: ClaimedRun
+    ) -> tuple[AnalyzerSpec, tuple[Procedure, ...]] | str:
+        """The analyzer and procedures this run executes, or why there are none (a message)."""
+        if claimed.spec_hash is not None:
+            try:
+                snapshot = await asyncio.to_thread(self.ledger.get_snapshot, claimed.spec_hash)
+            except SnapshotNotFound as exc:
+                return str(exc)
+            return snapshot.spec, tuple(snapshot.procedures)
+        spec = self.catalog.get(claimed.analyzer, claimed.analyzer_version)
+        if spec is None:
+            loaded = sorted(self.catalog.versions.get(claimed.analyzer, {}))
+            return (
+                f"analyzer {claimed.analyzer!r} version {claimed.analyzer_version!r} is not "
+                f"loaded in this worker (loaded versions: {loaded}), and the run was recorded "
+                "without a snapshot"
+            )
+        return spec, self.catalog.procedures
 
     async def _keep_lease(
         self, claimed: ClaimedRun, worker_id: str, work: asyncio.Task[AnalysisResult]
@@ -216,6 +240,8 @@ class Engine:
             message=str(exc),
             delay_seconds=delay,
             attempt=claimed.attempt,
+            usage=exc.usage,
+            cost_usd=exc.cost.total_usd,
         )
         log.info(
             "run.finished",
@@ -223,6 +249,9 @@ class Engine:
             duration_s=round(time.monotonic() - started, 3),
             error_type="transient_model_error",
             retry_in_s=round(delay, 3),
+            input_tokens=exc.usage.input_tokens,
+            output_tokens=exc.usage.output_tokens,
+            cost_usd=round(exc.cost.total_usd, 6),
         )
         if outcome == "queued":
             return ProcessOutcome("retry", retry_in=delay)

@@ -358,9 +358,7 @@ def _record_spend(
     connection.execute(
         sa.update(run_attempts)
         .where(run_attempts.c.run_id == run_id, run_attempts.c.attempt == attempt)
-        .values(
-            {name: getattr(usage, name) for name in _USAGE_COLUMNS} | {"cost_usd": cost_usd}
-        )
+        .values({name: getattr(usage, name) for name in _USAGE_COLUMNS} | {"cost_usd": cost_usd})
     )
     of_this_run = run_attempts.c.run_id == runs.c.id
     connection.execute(

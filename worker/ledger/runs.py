@@ -78,9 +78,7 @@ def record_runs(
             if analyzers.count(plan.analyzer) > 1
             else plan.analyzer
         )
-        spec_hash = (
-            None if plan.snapshot is None else save_snapshot(connection, now, plan.snapshot)
-        )
+        spec_hash = None if plan.snapshot is None else save_snapshot(connection, now, plan.snapshot)
         values: dict[str, Any] = {
             "id": run_id,
             "conversation_pk": conversation_pk,

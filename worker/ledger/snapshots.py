@@ -37,9 +37,7 @@ def save_snapshot(connection: Connection, now: datetime, snapshot: AnalyzerSnaps
 def get_snapshot(connection: Connection, spec_hash: str) -> AnalyzerSnapshot:
     """The snapshot stored under `spec_hash`, or SnapshotNotFound."""
     stored = connection.execute(
-        sa.select(analyzer_snapshots.c.snapshot).where(
-            analyzer_snapshots.c.spec_hash == spec_hash
-        )
+        sa.select(analyzer_snapshots.c.snapshot).where(analyzer_snapshots.c.spec_hash == spec_hash)
     ).scalar_one_or_none()
     if stored is None:
         raise SnapshotNotFound(spec_hash)

@@ -116,8 +116,8 @@ def ledger(database_url: str, clock: ManualClock) -> Iterator[Ledger]:
         if ledger.engine.dialect.name == "postgresql":
             with ledger.engine.begin() as connection:
                 connection.exec_driver_sql(
-                    "TRUNCATE run_attempts, analysis_runs, analyzer_snapshots, conversation_versions, "
-                    "conversations RESTART IDENTITY CASCADE"
+                    "TRUNCATE run_attempts, analysis_runs, analyzer_snapshots, "
+                    "conversation_versions, conversations RESTART IDENTITY CASCADE"
                 )
         yield ledger
     finally:
