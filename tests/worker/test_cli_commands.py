@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 
 from schemas import AnalysisResult
 from tests.worker.ledger.conftest import make_conversation, make_result
+from worker.catalog import BUILTIN_DIR
 from worker.cli.commands import app
 from worker.ledger import Ledger, RunPlan
 
@@ -107,6 +108,38 @@ def test_an_unknown_analyzer_is_a_usage_error_listing_the_known_ones(workdir: Pa
     for name in BUILTINS:
         assert name in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_run_selects_analyzer_versions_by_name_at_version(workdir: Path) -> None:
+    """Two versions of quality loaded side by side: `-a quality@1.0.0` and the bare name (the
+    newest) both run, each result saying which version and snapshot produced it."""
+    more = workdir / "more"
+    more.mkdir()
+    quality = (BUILTIN_DIR / "quality.yaml").read_text(encoding="utf-8")
+    (more / "quality.yaml").write_text(
+        quality.replace('version: "1.0.0"', 'version: "1.10.0"'), encoding="utf-8"
+    )
+    out = workdir / "out.jsonl"
+    result = invoke(
+        "run",
+        str(EXAMPLES / "escalated_outage.json"),
+        "--simulate",
+        "--analyzers-dir",
+        str(more),
+        "-a",
+        "quality@1.0.0",
+        "-a",
+        "quality",
+        "--out",
+        str(out),
+    )
+
+    assert result.exit_code == 0, result.output
+    results = read_results(out)
+    assert sorted(r.analyzer_version for r in results) == ["1.0.0", "1.10.0"]
+    hashes = {r.provenance.spec_hash for r in results if r.provenance is not None}
+    assert len(hashes) == 2
+    assert None not in hashes
 
 
 def test_submit_with_an_unknown_analyzer_records_nothing(workdir: Path) -> None:
