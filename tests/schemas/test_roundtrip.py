@@ -484,6 +484,7 @@ def results(draw: st.DrawFn) -> AnalysisResult:
                         optional={
                             "model": words,
                             "prompt_hash": st.from_regex(r"\A[0-9a-f]{64}\Z"),
+                            "spec_hash": st.from_regex(r"\A[0-9a-f]{64}\Z"),
                             "transcript_hash": st.from_regex(r"\A[0-9a-f]{64}\Z"),
                             "posthoc_version": words,
                         },

@@ -97,7 +97,10 @@ class RunRecord:
     """One analysis run as the ledger holds it (without its result; see `Ledger.results`).
 
     `created` is only meaningful from `record_runs`: False when an idempotency key matched a run
-    recorded earlier, which is returned instead of a new one.
+    recorded earlier, which is returned instead of a new one. The spend figures (`cost_usd`,
+    `*_tokens`) are the sums over the run's attempts (see `Ledger.attempts`). The run executes
+    the snapshot `spec_hash` on the conversation version `conversation_version_id` (both None
+    only for runs recorded before revision 0002_pinned).
     """
 
     id: str

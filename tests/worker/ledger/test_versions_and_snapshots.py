@@ -196,3 +196,23 @@ def test_upgrading_a_ledger_with_data_makes_each_conversation_its_version_one(
         assert old.conversation_version_id == ref.version_id
         assert old.spec_hash is None
         assert ledger.run_conversation(old) == conversation
+
+
+def test_recording_is_all_or_nothing_snapshots_included(ledger: Ledger) -> None:
+    """A refusal half-way through `record_runs` (an idempotency key that belongs to another
+    conversation) leaves no run and no snapshot of that call behind."""
+    other = ledger.save_conversation(make_conversation("c-other"))
+    ledger.record_runs(
+        other.pk, [RunPlan("refund_review", "1")], trigger="cli", idempotency_prefix="p"
+    )
+    mine = ledger.save_conversation(make_conversation("c-mine"))
+    plans = [
+        RunPlan("refund_review", "3", snapshot=snapshot()),
+        RunPlan("zeta", "1"),
+    ]
+    # "p:refund_review" is taken by the other conversation's run: refused at the first plan.
+    with pytest.raises(LedgerError, match="already belongs to run"):
+        ledger.record_runs(mine.pk, plans, trigger="cli", idempotency_prefix="p")
+    assert ledger.list_runs(conversation_pk=mine.pk) == []
+    with pytest.raises(SnapshotNotFound):
+        ledger.get_snapshot(snapshot().spec_hash())
