@@ -18,7 +18,7 @@ from schemas.usage import Usage
 from worker import intake
 from worker.catalog import Catalog
 from worker.engine.runner import Engine, EngineConfig
-from worker.ledger import Ledger, ManualClock, RunRecord
+from worker.ledger import Ledger, ManualClock, RunPlan, RunRecord
 
 ANALYZER = """\
 kind: analyzer
@@ -277,3 +277,59 @@ def test_every_attempts_spend_is_recorded_and_the_run_is_their_sum(
     assert attempts[0].cost_usd == pytest.approx(failed_cost)
     assert done.cost_usd == pytest.approx(sum(a.cost_usd or 0.0 for a in attempts))
     assert attempts[1].cost_usd == pytest.approx(only_result(ledger, run.id).cost.total_usd)
+
+
+def test_a_worker_that_dies_mid_run_is_replaced_by_one_running_the_same_snapshot(
+    ledger: Ledger, clock: ManualClock, tmp_path: Path
+) -> None:
+    """Worker A claims the run and dies without a word; by the time its lease runs out the
+    fleet has been redeployed with v2. Worker B still runs v1, and only B's spend is counted."""
+    v1 = Catalog.load(
+        [write_definitions(tmp_path / "v1", version="1", instructions=V1_INSTRUCTIONS, policy=1)],
+        builtins=False,
+    )
+    [run] = record(ledger, v1, conversation())
+    assert ledger.claim(run.id, "host:dead:1", 30) is not None  # A, which then dies
+    clock.advance(31)
+    v2 = Catalog.load(
+        [write_definitions(tmp_path / "v2", version="2", instructions=V2_INSTRUCTIONS, policy=2)],
+        builtins=False,
+    )
+    model = ScriptedModel(records(usage=Usage(input_tokens=40, output_tokens=4)))
+
+    assert asyncio.run(engine(ledger, v2, model).process(run.id)).status == "succeeded"
+
+    assert [a.outcome for a in ledger.attempts(run.id)] == ["expired", "succeeded"]
+    assert V1_INSTRUCTIONS in first_message(model.requests[0])
+    result = only_result(ledger, run.id)
+    assert result.provenance is not None
+    assert result.provenance.spec_hash == run.spec_hash
+    done = ledger.get_run(run.id)
+    assert (done.input_tokens, done.output_tokens) == (80, 8)
+
+
+def test_a_run_without_a_snapshot_runs_only_its_exact_recorded_version(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """Runs recorded before snapshots existed: the loaded analyzer of their recorded version,
+    and never another version of the same name."""
+    catalog = Catalog.load(
+        [write_definitions(tmp_path / "v2", version="2", instructions=V2_INSTRUCTIONS, policy=2)],
+        builtins=False,
+    )
+    ref = ledger.save_conversation(conversation())
+    [old, current] = ledger.record_runs(
+        ref.pk, [RunPlan("churn_watch", "1"), RunPlan("churn_watch", "2")], trigger="cli"
+    )
+    model = ScriptedModel(records())
+    worker = engine(ledger, catalog, model)
+
+    assert asyncio.run(worker.process(old.id)).status == "failed"
+    failed = ledger.get_run(old.id)
+    assert failed.error_type == "config_error"
+    assert "version '1' is not loaded" in (failed.error_message or "")
+    assert "['2']" in (failed.error_message or "")
+    assert model.requests == []
+
+    assert asyncio.run(worker.process(current.id)).status == "succeeded"
+    assert V2_INSTRUCTIONS in first_message(model.requests[0])
