@@ -26,6 +26,7 @@ from schemas.procedure import (
     ProcedureTrigger,
     ToolStep,
 )
+from schemas.procedure_execution import ProcedureExecution, SourcedValue, StepExecution
 from schemas.result import (
     AnalysisResult,
     Provenance,
@@ -59,6 +60,7 @@ __all__ = [
     "OutputSpec",
     "Parameter",
     "Procedure",
+    "ProcedureExecution",
     "ProcedureTrigger",
     "Provenance",
     "QualityAssessment",
@@ -69,6 +71,8 @@ __all__ = [
     "RunStatus",
     "SinkRoute",
     "SlackSink",
+    "SourcedValue",
+    "StepExecution",
     "Timings",
     "ToolCallRecord",
     "ToolStep",

@@ -41,13 +41,20 @@ NonEmptyText = Annotated[str, StringConstraints(strip_whitespace=True, min_lengt
 class Parameter(Contract):
     """A value the procedure needs from the conversation, such as `vendor_name`.
 
-    The model extracts parameters from the transcript before the first step that uses them.
+    A conversation dynamic variable of the same name supplies it; otherwise the model extracts
+    all such parameters from the transcript in one turn, before the first step that uses one;
+    otherwise `default` does. A `required` parameter still missing then makes the steps that
+    need it not runnable.
     """
 
     name: Name
     description: str = ""
     type: Literal["string", "integer", "number", "boolean", "object", "array"] = "string"
     required: bool = True
+    default: Any = Field(
+        default=None,
+        description="Used when neither the conversation's variables nor the model supply one.",
+    )
 
 
 class ProcedureTrigger(Contract):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, Field, NonNegativeFloat, NonNegativeInt, model_validator
 
 from schemas._base import Contract
+from schemas.procedure_execution import ProcedureExecution
 from schemas.usage import Cost, Usage
 
 RunStatus = Literal["succeeded", "failed", "skipped"]
@@ -121,6 +122,10 @@ class AnalysisResult(Contract):
     skip_reason: str | None = None
     error: RunError | None = None
     provenance: Provenance | None = None
+    procedures: list[ProcedureExecution] = Field(
+        default_factory=list,
+        description="The procedures the analyzer names: applied or not, why, and what ran.",
+    )
 
     @model_validator(mode="after")
     def _status_matches_details(self) -> AnalysisResult:

@@ -5,17 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from analyzers.definitions.triggers import procedure_applies
 from analyzers.errors import PermanentModelError, RunFailed, TransientModelError
 from analyzers.model.profiles import cost_of, profile_for
 from analyzers.model.protocol import ModelClient, ModelRequest
+from analyzers.procedures.selection import Selection, select_procedures
+from analyzers.procedures.tools import DecideConditionTool, ProvideParametersTool
 from analyzers.runtime.output_tools import OutputRecorder
-from analyzers.runtime.procedure_runner import (
-    DecideConditionTool,
-    ProcedureRunner,
-    ProcedureState,
-    ProvideParametersTool,
-)
+from analyzers.runtime.procedure_runner import ProcedureRunner
 from analyzers.runtime.prompt import (
     FIRST_TURNS_KEPT,
     ConversationView,
@@ -31,6 +27,7 @@ from analyzers.tools.http import HttpToolRunner
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure
+from schemas.procedure_execution import ProcedureExecution
 from schemas.result import AnalysisResult, Provenance, RunError, Timings
 from schemas.usage import Cost, Usage
 
@@ -69,16 +66,28 @@ async def run(
     # Identifies the conversation's rendering (shared by its analyzers) and the result's
     # provenance: computed once.
     digest = conversation.content_hash()
+    selection = await select_procedures(
+        spec.procedures,
+        conversation,
+        procedures,
+        model=model,
+        model_id=spec.model.id or options.default_model,
+        timeout_seconds=spec.model.timeout_seconds,
+    )
+    # The description check (when one was needed) is billed to the run like any other turn.
+    spent, turns_spent = spent + selection.usage, turns_spent + selection.model_turns
+    runners: list[ProcedureRunner] = []
     counted: Session | None = None  # the session whose usage is already in `spent`
     # The second attempt only happens when the model reports that the prompt overflowed its
     # context window: it then reads a smaller window of the conversation.
     for keep_last in (None, max(len(conversation.turns) // 4, 8)):
         try:
             view = await _choose_view(spec, conversation, digest, model, options, keep_last)
-            session, state = _open_session(
-                spec, conversation, digest, model, companions, view, options
+            runners = []
+            session = _open_session(
+                spec, conversation, digest, model, companions, view, options, selection
             )
-            await _drive(session, state, spec, conversation, procedures)
+            await _drive(session, spec, selection, runners)
         except ContextOverflow:
             # What the overflowing attempt spent is still billed: carry it into the result.
             if session is not None:
@@ -104,6 +113,7 @@ async def run(
             error = None
         break
     result = _result(spec, conversation, digest, session, options, started_at, error)
+    result = result.model_copy(update={"procedures": _procedure_records(selection, runners)})
     if turns_spent:
         usage = result.usage + spent
         result = result.model_copy(
@@ -116,18 +126,32 @@ async def run(
     return result
 
 
-def _select_procedures(
-    spec: AnalyzerSpec, conversation: Conversation, procedures: Sequence[Procedure]
-) -> list[Procedure]:
-    """The newest applicable version of each procedure the analyzer names, in its order."""
-    chosen = []
-    for name in spec.procedures:
-        candidates = [
-            p for p in procedures if p.name == name and procedure_applies(p, conversation).applies
-        ]
-        if candidates:
-            chosen.append(max(candidates, key=lambda p: p.version))
-    return chosen
+def _procedure_records(
+    selection: Selection, runners: Sequence[ProcedureRunner]
+) -> list[ProcedureExecution]:
+    """Every named procedure's record; a structured one that ran, with its steps."""
+    ran = {runner.procedure.name: runner for runner in runners}
+    return [
+        ran[record.name].execution(record) if record.name in ran else record
+        for record in selection.records
+    ]
+
+
+def _not_applying_note(spec: AnalyzerSpec, selection: Selection) -> str | None:
+    """When the analyzer's own instructions name a procedure that does not apply, say so, so
+    the brief does not tell the model to follow it."""
+    named = [
+        record
+        for record in selection.records
+        if not record.applies and record.name in spec.instructions
+    ]
+    if not named:
+        return None
+    lines = [f"- {record.name}: {record.reason}" for record in named]
+    return (
+        "These procedures named in your task do not apply to this conversation; do not "
+        "follow them, and do not record anything as a result of them:\n" + "\n".join(lines)
+    )
 
 
 def _open_session(
@@ -138,13 +162,13 @@ def _open_session(
     companions: Sequence[AnalyzerSpec],
     view: ConversationView,
     options: RunOptions,
-) -> tuple[Session, ProcedureState]:
+    selection: Selection,
+) -> Session:
     recorder = OutputRecorder(spec.outputs, len(conversation.turns))
     coverage = ReadCoverage(len(conversation.turns))
     for shown in view.shown(len(conversation.turns)):
         if len(shown):
             coverage.mark(shown.start, shown.stop - 1)
-    state = ProcedureState()
     everyone = [spec, *companions]
     tools: dict[str, Tool] = {}
     for analyzer in everyone:
@@ -158,13 +182,14 @@ def _open_session(
     if any(analyzer.procedures for analyzer in everyone):
         # Listed whenever any analyzer of the conversation has procedures, so the tool list
         # (the start of the cached prefix) is the same for all of them.
-        procedure_tools: list[Tool] = [ProvideParametersTool(state), DecideConditionTool(state)]
+        structured = {p.name: p for p in selection.applied if p.form == "structured"}
+        procedure_tools: list[Tool] = [ProvideParametersTool(structured), DecideConditionTool()]
         tools.update({tool.name: tool for tool in procedure_tools})
         if spec.procedures:
             allowed |= {tool.name for tool in procedure_tools}
     text = render_conversation(conversation, view, content_hash=digest)
     system = system_blocks(text, cache_ttl=options.cache_ttl)
-    session = Session(
+    return Session(
         spec,
         conversation,
         model=model,
@@ -176,22 +201,25 @@ def _open_session(
         options=options,
         view=view,
     )
-    return session, state
 
 
 async def _drive(
     session: Session,
-    state: ProcedureState,
     spec: AnalyzerSpec,
-    conversation: Conversation,
-    procedures: Sequence[Procedure],
+    selection: Selection,
+    runners: list[ProcedureRunner],
 ) -> None:
-    chosen = _select_procedures(spec, conversation, procedures)
+    chosen = selection.applied
     free_form = [p for p in chosen if p.form == "free_form"]
     structured = [p for p in chosen if p.form == "structured"]
     pending: list[JSON] = [_text(brief(spec, free_form, structured, spec.tool_names()))]
+    note = _not_applying_note(spec, selection)
+    if note is not None:
+        pending.append(_text(note))
     for procedure in structured:
-        pending = await ProcedureRunner(session, procedure, state).run(pending)
+        runner = ProcedureRunner(session, procedure)
+        runners.append(runner)
+        pending = await runner.run(pending)
     pending.append(_text("Now record your outputs with the record_* tools, then end your turn."))
     await session.converse(pending)
     for _nudge in range(spec.model.max_nudges):

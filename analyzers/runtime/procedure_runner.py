@@ -1,20 +1,26 @@
-"""Structured procedures run as a deterministic state machine.
+"""Structured procedures run as a deterministic state machine inside a `Session`.
 
 The runtime, not the model, walks the steps in order:
-- a tool step is executed by the runtime with its argument template filled from the procedure's
-  parameters, the conversation's dynamic variables and earlier steps' results; when a parameter
-  is still unknown, the model is asked for it first (`provide_parameters`);
-- an expression condition is evaluated by the runtime (CEL);
+- parameters come from the conversation's dynamic variables of the same name; the rest are asked
+  of the model in ONE turn (one `provide_parameters` call for all of them) before the first step
+  that reads one, then fall back to their defaults; a required parameter still missing makes the
+  steps that read it not runnable;
+- a tool step is executed by the runtime with its argument template filled; a `null` result (a
+  lookup that found nothing) is a result, not a failure;
+- an expression condition is evaluated by the runtime (CEL); one that cannot be evaluated stops
+  the procedure and is recorded in the trace, never taken as false;
 - a natural-language condition is a model turn that must answer through `decide_condition`;
 - an instruction step is a model turn.
-A failing tool step stops the procedure unless the step is optional. What the runtime did is
-told to the model in the next message, so its analysis rests on the real results.
+A failing or not runnable step stops the procedure unless it is optional. What the runtime did
+is told to the model in the next message, and recorded step by step in a `ProcedureExecution`.
+
+The runner owns its state; the procedure tools keep none. It reads what the model gave them
+from the session's trace: the inputs of the calls that succeeded during its own turns.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from analyzers.definitions.expressions import (
@@ -22,277 +28,313 @@ from analyzers.definitions.expressions import (
     compile_expression,
     conversation_variables,
 )
+from analyzers.procedures.steps import (
+    AnyStep,
+    NumberedStep,
+    initial_parameters,
+    input_sources,
+    names_read,
+    numbered_steps,
+    settle_parameters,
+)
+from analyzers.procedures.tools import DECIDE_CONDITION, PROVIDE_PARAMETERS
 from analyzers.runtime.session import Session, StepContext
-from analyzers.tools.base import JSON, ToolContext, ToolKind, ToolOutcome
+from analyzers.tools.base import JSON
 from analyzers.tools.template_fill import TemplateError, fill, fill_text
-from schemas.procedure import IfStep, InstructionStep, Parameter, Procedure, ToolStep
-from schemas.templates import placeholders, root_name
+from schemas.procedure import IfStep, InstructionStep, Procedure, ToolStep
+from schemas.procedure_execution import ProcedureExecution, SourcedValue, StepExecution
+from schemas.result import ToolCallRecord
 
-PROVIDE_PARAMETERS = "provide_parameters"
-DECIDE_CONDITION = "decide_condition"
-_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
-    "string": str,
-    "integer": int,
-    "number": (int, float),
-    "boolean": bool,
-    "object": dict,
-    "array": list,
-}
-
-
-@dataclass
-class ProcedureState:
-    """What the current procedure has learned: parameters given and the last decision."""
-
-    procedure: Procedure | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    decision: tuple[bool, str] | None = None
-
-
-@dataclass(frozen=True)
-class ProvideParametersTool:
-    """Lets the model hand the runtime the values a procedure's steps need."""
-
-    state: ProcedureState
-
-    @property
-    def name(self) -> str:
-        """The tool's name."""
-        return PROVIDE_PARAMETERS
-
-    @property
-    def kind(self) -> ToolKind:
-        """Traced as a procedure tool."""
-        return "procedure"
-
-    def definition(self) -> JSON:
-        """A generic schema, the same for every procedure, so the tool list stays cacheable."""
-        return {
-            "name": PROVIDE_PARAMETERS,
-            "description": "Give the running procedure the parameter values it asked for, "
-            "taken from the conversation. Use null for a value the conversation does not "
-            "contain.",
-            "input_schema": {
-                "type": "object",
-                "properties": {
-                    "values": {
-                        "type": "object",
-                        "description": "Parameter values by parameter name.",
-                    }
-                },
-                "required": ["values"],
-            },
-        }
-
-    async def call(self, arguments: JSON, context: ToolContext) -> ToolOutcome:
-        """Check each value against the procedure's parameter declarations and keep it."""
-        procedure = self.state.procedure
-        if procedure is None:
-            return ToolOutcome("No structured procedure is running.", is_error=True)
-        values = arguments.get("values")
-        if not isinstance(values, dict):
-            return ToolOutcome("values must be an object of parameter values.", is_error=True)
-        declared = {parameter.name: parameter for parameter in procedure.parameters}
-        problems = [
-            f"{name!r} is not a parameter of {procedure.name} (its parameters: {sorted(declared)})"
-            for name in values
-            if name not in declared
-        ]
-        problems += [
-            f"{name!r} should be a {declared[name].type}, got {value!r}"
-            for name, value in values.items()
-            if name in declared and value is not None and not _has_type(value, declared[name])
-        ]
-        if problems:
-            return ToolOutcome("Not accepted:\n- " + "\n- ".join(problems), is_error=True)
-        self.state.parameters.update(values)
-        return ToolOutcome(f"Parameters accepted: {sorted(values)}.")
-
-
-@dataclass(frozen=True)
-class DecideConditionTool:
-    """Lets the model answer a natural-language condition of an `if` step."""
-
-    state: ProcedureState
-
-    @property
-    def name(self) -> str:
-        """The tool's name."""
-        return DECIDE_CONDITION
-
-    @property
-    def kind(self) -> ToolKind:
-        """Traced as a procedure tool."""
-        return "procedure"
-
-    def definition(self) -> JSON:
-        """Whether the condition holds, with a reason citing the conversation."""
-        return {
-            "name": DECIDE_CONDITION,
-            "description": "Answer the condition the running procedure asked about: whether "
-            "it holds for this conversation, and why.",
-            "input_schema": {
-                "type": "object",
-                "properties": {
-                    "holds": {"type": "boolean"},
-                    "reason": {"type": "string", "description": "Cite turn numbers."},
-                },
-                "required": ["holds", "reason"],
-                "additionalProperties": False,
-            },
-        }
-
-    async def call(self, arguments: JSON, context: ToolContext) -> ToolOutcome:
-        """Keep the decision for the runtime to act on."""
-        holds = arguments.get("holds")
-        if not isinstance(holds, bool):
-            return ToolOutcome("holds must be true or false.", is_error=True)
-        self.state.decision = (holds, str(arguments.get("reason", "")))
-        return ToolOutcome("Decision noted.")
-
-
-def _has_type(value: Any, parameter: Parameter) -> bool:
-    expected = _JSON_TYPES[parameter.type]
-    if isinstance(value, bool) and parameter.type in ("integer", "number"):
-        return False
-    return isinstance(value, expected)
+EVALUATE_CONDITION = "evaluate_condition"
+"""How a condition the runtime evaluated appears in the trace when it could not be."""
 
 
 class ProcedureRunner:
-    """Walks one structured procedure's steps inside a `Session`."""
+    """Walks one structured procedure's steps inside a `Session`, and records what it did."""
 
-    def __init__(self, session: Session, procedure: Procedure, state: ProcedureState) -> None:
+    def __init__(self, session: Session, procedure: Procedure) -> None:
         self.session = session
         self.procedure = procedure
-        self.state = state
+        self.dynamic_variables = dict(session.conversation.dynamic_variables)
+        self.parameters = initial_parameters(procedure, self.dynamic_variables)
+        self.asked = False
         self.results: dict[str, dict[str, Any]] = {}
+        self.steps: list[StepExecution] = []
+        self.taken: dict[int, bool] = {}
+        self.stopped_at: int | None = None
+        self.finished = False
         self.pending: list[JSON] = []
-        self.order = 0
+
+    def execution(self, base: ProcedureExecution) -> ProcedureExecution:
+        """`base` (the matching record) completed with what this runner did so far."""
+        status = "stopped" if self.stopped_at is not None else "completed"
+        if not self.finished and self.stopped_at is None:
+            status = "stopped"
+        return base.model_copy(
+            update={
+                "status": status,
+                "stopped_at": self.stopped_at,
+                "parameters": [
+                    self.parameters.get(p.name)
+                    or SourcedValue(name=p.name, value=None, source="missing")
+                    for p in self.procedure.parameters
+                ],
+                "steps": list(self.steps),
+            }
+        )
 
     async def run(self, opening: list[JSON]) -> list[JSON]:
         """Run every step; return what is still to be told to the model afterwards."""
-        self.state.procedure = self.procedure
-        self.state.parameters = {}
         self.pending = list(opening)
         self._note(f"Procedure {self.procedure.name} starts now.")
         try:
-            for step in self.procedure.steps or []:
-                self.order += 1
-                if not await self._run_step(step):
-                    break
-            else:
-                self._note(f"Procedure {self.procedure.name} is complete.")
+            for numbered in numbered_steps(self.procedure):
+                await self._visit(numbered)
         finally:
             self.session.step = None
-            self.state.procedure = None
+        self.finished = True
+        if self.stopped_at is None:
+            self._note(f"Procedure {self.procedure.name} is complete.")
         return self.pending
 
-    async def _run_step(self, step: InstructionStep | ToolStep | IfStep) -> bool:
-        """Run a step; False when the procedure must stop here."""
-        self.session.step = StepContext(self.procedure.name, self.order)
+    async def _visit(self, numbered: NumberedStep) -> None:
+        order, step = numbered.order, numbered.step
+        if self.stopped_at is not None:
+            self._skip(numbered, f"the procedure stopped at step {self.stopped_at}")
+            return
+        if numbered.parent is not None and not self.taken.get(numbered.parent, False):
+            self._skip(numbered, f"the condition of step {numbered.parent} does not hold")
+            return
+        self.session.step = StepContext(self.procedure.name, order)
+        names = names_read(step)
+        await self._gather_parameters(names, order)
+        inputs = input_sources(names, self.parameters, self.results, self.dynamic_variables)
+        absent = [
+            value.name
+            for value in inputs
+            if value.source == "missing" and self._is_required_parameter(value.name)
+        ]
+        if absent:
+            why = f"required parameter(s) {absent} were not found in the conversation"
+            record = StepExecution(
+                order=order,
+                kind=_kind(step),
+                ran=False,
+                status="not_runnable",
+                not_run_reason=why,
+                inputs=inputs,
+                tool=_tool(step),
+            )
+            self._stop_or_go(step, order, record, why)
+            return
         if isinstance(step, InstructionStep):
             optional = " (optional: skip it when it does not apply)" if step.optional else ""
-            await self._turn(f"Step {self.order}{optional}: {self._filled(step.instruction)}")
-            return True
-        if isinstance(step, ToolStep):
-            return await self._tool_step(step)
-        holds = await self._condition(step)
-        if not holds:
-            self.order += len(step.steps)
-            return True
-        for nested in step.steps:
-            self.order += 1
-            if not await self._run_step(nested):
-                return False
-        return True
+            await self._turn(f"Step {order}{optional}: {self._filled(step.instruction)}")
+            self.steps.append(
+                StepExecution(order=order, kind="instruction", ran=True, inputs=inputs)
+            )
+        elif isinstance(step, ToolStep):
+            await self._tool_step(step, order, inputs)
+        else:
+            await self._condition(step, order, inputs)
 
-    async def _tool_step(self, step: ToolStep) -> bool:
-        needed = [
-            root_name(path)
-            for path in placeholders(step.arguments)
-            if root_name(path) in {p.name for p in self.procedure.parameters}
-        ]
-        missing = [name for name in dict.fromkeys(needed) if name not in self.state.parameters]
-        if missing:
-            await self._ask_parameters(missing, step)
+    async def _gather_parameters(self, names: list[str], order: int) -> None:
+        """Ask once, for every parameter still unknown, when a step first reads one."""
+        declared = {p.name: p for p in self.procedure.parameters}
+        if self.asked or not any(n in declared and n not in self.parameters for n in names):
+            return
+        self.asked = True
+        unknown = [p for p in self.procedure.parameters if p.name not in self.parameters]
+        listing = "\n".join(f"- {p.name} ({p.type}): {p.description}" for p in unknown)
+        mark = len(self.session.trace)
+        await self._turn(
+            f"Before step {order}, call {PROVIDE_PARAMETERS} once with all of these values "
+            f"from the conversation (null for one it does not contain):\n{listing}"
+        )
+        given: dict[str, Any] = {}
+        for call in self._calls_since(mark, PROVIDE_PARAMETERS):
+            values = call.input.get("values")
+            if isinstance(values, dict):
+                given.update({k: v for k, v in values.items() if k in declared})
+        self.parameters = settle_parameters(self.procedure, self.parameters, given)
+
+    async def _tool_step(self, step: ToolStep, order: int, inputs: list[SourcedValue]) -> None:
         try:
             arguments = fill(step.arguments, self._scope())
         except TemplateError as exc:
-            return self._step_failed(step, f"its arguments could not be filled: {exc}")
-        session = self.session
-        outcome = await session.call_tool(step.tool, arguments, tool_use_id=None)
+            why = f"its arguments could not be filled: {exc}"
+            record = StepExecution(
+                order=order,
+                kind="tool",
+                ran=False,
+                status="not_runnable",
+                tool=step.tool,
+                result_name=step.result_name,
+                not_run_reason=why,
+                inputs=inputs,
+            )
+            self._stop_or_go(step, order, record, why)
+            return
+        outcome = await self.session.call_tool(step.tool, arguments, tool_use_id=None)
+        failed = outcome.is_error
+        error = _text(outcome.output) if failed else None
         self.results[step.result_name] = {
-            "result": None if outcome.is_error else outcome.output,
-            "succeeded": not outcome.is_error,
-            "error": _text(outcome.output) if outcome.is_error else None,
+            "result": None if failed else outcome.output,
+            "succeeded": not failed,
+            "error": error,
         }
-        if outcome.is_error:
-            return self._step_failed(step, _text(outcome.output))
+        record = StepExecution(
+            order=order,
+            kind="tool",
+            ran=True,
+            status="failed" if failed else "succeeded",
+            tool=step.tool,
+            result_name=step.result_name,
+            arguments=arguments,
+            result=None if failed else outcome.output,
+            error=error,
+            inputs=inputs,
+        )
+        if failed:
+            self._stop_or_go(step, order, record, error or "")
+            return
+        self.steps.append(record)
         self._note(
-            f"Step {self.order}: the runtime called {step.tool} with "
+            f"Step {order}: the runtime called {step.tool} with "
             f"{json.dumps(arguments, ensure_ascii=False)}; result: {_text(outcome.output)}"
         )
-        return True
 
-    def _step_failed(self, step: ToolStep, why: str) -> bool:
-        if step.optional:
-            self._note(f"Step {self.order} ({step.tool}, optional) failed and was skipped: {why}")
-            return True
-        self._note(
-            f"Step {self.order} ({step.tool}) failed: {why}. Procedure {self.procedure.name} "
-            "stops here; take that into account in your outputs."
-        )
-        return False
-
-    async def _ask_parameters(self, missing: list[str], step: ToolStep) -> None:
-        declared = {p.name: p for p in self.procedure.parameters}
-        listing = "\n".join(
-            f"- {name} ({declared[name].type}): {declared[name].description}" for name in missing
-        )
-        await self._turn(
-            f"Before step {self.order} ({step.tool}), call {PROVIDE_PARAMETERS} with these "
-            f"values from the conversation:\n{listing}"
-        )
-
-    async def _condition(self, step: IfStep) -> bool:
+    async def _condition(self, step: IfStep, order: int, inputs: list[SourcedValue]) -> None:
         condition = step.condition
         if condition.expression is not None:
             try:
                 holds = compile_expression(condition.expression).holds(self._scope())
             except ExpressionError as exc:
-                self._note(
-                    f"Step {self.order}: condition could not be evaluated ({exc}); "
-                    "treated as false."
+                self._trace_condition_error(condition.expression, str(exc))
+                why = f"its condition could not be evaluated: {exc}"
+                record = StepExecution(
+                    order=order,
+                    kind="if",
+                    ran=False,
+                    status="failed",
+                    condition=condition.expression,
+                    decided_by="expression",
+                    error=str(exc),
+                    inputs=inputs,
                 )
-                return False
-            self._note(f"Step {self.order}: condition `{condition.expression}` is {holds}.")
-            return holds
-        self.state.decision = None
+                self._stop_or_go(step, order, record, why)
+                return
+            self._note(f"Step {order}: condition `{condition.expression}` is {holds}.")
+            self._decided(order, condition.expression, holds, "expression", inputs, None)
+            return
+        asked = self._filled(condition.natural_language or "")
+        mark = len(self.session.trace)
         await self._turn(
-            f"Step {self.order}: decide whether this holds for the conversation: "
-            f'"{self._filled(condition.natural_language or "")}". Call {DECIDE_CONDITION}.'
+            f'Step {order}: decide whether this holds for the conversation: "{asked}". '
+            f"Call {DECIDE_CONDITION}."
         )
-        if self.state.decision is None:
+        decision = self._decision_since(mark)
+        if decision is None:
             await self._turn(f"You did not call {DECIDE_CONDITION}. Call it now.")
-        if self.state.decision is None:
-            self._note(f"Step {self.order}: no decision was given; treated as false.")
-            return False
-        return self.state.decision[0]
+            decision = self._decision_since(mark)
+        if decision is None:
+            self._note(f"Step {order}: no decision was given; its steps are skipped.")
+            error = "the model gave no decision after being asked twice; treated as not holding"
+            self._decided(order, asked, False, "model", inputs, error)
+            return
+        self._decided(order, asked, decision, "model", inputs, None)
+
+    def _decided(
+        self,
+        order: int,
+        condition: str,
+        holds: bool,
+        by: str,
+        inputs: list[SourcedValue],
+        error: str | None,
+    ) -> None:
+        self.taken[order] = holds
+        self.steps.append(
+            StepExecution(
+                order=order,
+                kind="if",
+                ran=True,
+                condition=condition,
+                error=error,
+                branch="taken" if holds else "not_taken",
+                decided_by="expression" if by == "expression" else "model",
+                inputs=inputs,
+            )
+        )
+
+    def _decision_since(self, mark: int) -> bool | None:
+        decisions = [call.input.get("holds") for call in self._calls_since(mark, DECIDE_CONDITION)]
+        last = decisions[-1] if decisions else None
+        return last if isinstance(last, bool) else None
+
+    def _calls_since(self, mark: int, tool_name: str) -> list[ToolCallRecord]:
+        return [
+            call
+            for call in self.session.trace[mark:]
+            if call.tool_name == tool_name
+            and call.succeeded
+            and call.procedure_name == self.procedure.name
+        ]
+
+    def _trace_condition_error(self, expression: str, error: str) -> None:
+        step = self.session.step
+        self.session.trace.append(
+            ToolCallRecord(
+                tool_name=EVALUATE_CONDITION,
+                kind="procedure",
+                input={"expression": expression},
+                succeeded=False,
+                error=error,
+                started_at=self.session.options.now(),
+                procedure_name=self.procedure.name,
+                procedure_step_order=step.step_order if step else None,
+            )
+        )
+
+    def _stop_or_go(self, step: AnyStep, order: int, record: StepExecution, why: str) -> None:
+        self.steps.append(record)
+        what = f"Step {order}" + (f" ({step.tool})" if isinstance(step, ToolStep) else "")
+        optional = isinstance(step, (ToolStep, InstructionStep)) and step.optional
+        if optional:
+            self._note(f"{what} (optional) could not be done and was skipped: {why}")
+            return
+        self.stopped_at = order
+        self._note(
+            f"{what} failed: {why}. Procedure {self.procedure.name} stops here; take that into "
+            "account in your outputs."
+        )
+
+    def _skip(self, numbered: NumberedStep, why: str) -> None:
+        self.steps.append(
+            StepExecution(
+                order=numbered.order,
+                kind=_kind(numbered.step),
+                ran=False,
+                status="skipped",
+                not_run_reason=why,
+                tool=_tool(numbered.step),
+            )
+        )
+
+    def _is_required_parameter(self, name: str) -> bool:
+        return any(p.name == name and p.required for p in self.procedure.parameters)
 
     def _filled(self, text: str) -> str:
-        """`text` with its placeholders filled; a value not known yet stays as written."""
+        """`text` with its placeholders filled; a value not known stays as written."""
         try:
             return fill_text(text, self._scope())
         except TemplateError:
             return text
 
     def _scope(self) -> dict[str, Any]:
-        conversation = self.session.conversation
-        return {
-            **conversation_variables(conversation),
-            **self.state.parameters,
-            **self.results,
-        }
+        # A missing optional parameter fills as null; a missing required one never gets here.
+        known = {name: value.value for name, value in self.parameters.items()}
+        return {**conversation_variables(self.session.conversation), **known, **self.results}
 
     def _note(self, text: str) -> None:
         self.pending.append({"type": "text", "text": text})
@@ -301,6 +343,16 @@ class ProcedureRunner:
         self._note(text)
         content, self.pending = self.pending, []
         await self.session.converse(content)
+
+
+def _kind(step: AnyStep) -> Any:
+    if isinstance(step, InstructionStep):
+        return "instruction"
+    return "tool" if isinstance(step, ToolStep) else "if"
+
+
+def _tool(step: AnyStep) -> str | None:
+    return step.tool if isinstance(step, ToolStep) else None
 
 
 def _text(output: Any) -> str:

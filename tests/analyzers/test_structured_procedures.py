@@ -26,25 +26,29 @@ def crm(tier: str) -> RecordingTransport:
     )
 
 
-def scripted(decision: bool) -> ScriptedModel:
-    """The model's side of the escalation_ticket procedure."""
+def scripted(decision: bool, *, business: bool) -> ScriptedModel:
+    """The model's side of the escalation_ticket procedure. Only when the expression branch
+    (step 4) runs is a parameter (issue_summary) needed that no conversation variable gives."""
+    asked = [
+        # Before step 4 the runtime asks, once, for the parameters no variable supplies.
+        reply(
+            tool_call(
+                "provide_parameters",
+                {
+                    "values": {
+                        "account_id": "ACC-B-20931",
+                        "issue_summary": "Office fibre down for two days",
+                    }
+                },
+            )
+        ),
+        reply(text("Given.")),
+    ]
     return ScriptedModel(
         [
             # Step 1 (instruction): the model reads and ends its turn.
             reply(text("Account ACC-B-20931; office internet down two days.")),
-            # Before step 2 the runtime asks for the parameters the tool step needs.
-            reply(
-                tool_call(
-                    "provide_parameters",
-                    {
-                        "values": {
-                            "account_id": "ACC-B-20931",
-                            "issue_summary": "Office fibre down for two days",
-                        }
-                    },
-                )
-            ),
-            reply(text("Given.")),
+            *(asked if business else []),
             # Step 5 (instruction) after the expression-if ran ticket_upsert, or skipped it.
             reply(text("Ticket FO-1 tracks it.")),
             # Step 6: the natural-language condition.
@@ -67,7 +71,7 @@ def test_business_tier_runs_the_expression_branch_with_templates_filled() -> Non
     true natural-language `if` becomes a model turn."""
     analyzers_by_name, procedures = example_definitions()
     transport = crm("business")
-    model = scripted(decision=True)
+    model = scripted(decision=True, business=True)
     result = run(
         analyzers_by_name["escalation_triage"],
         example_conversation("escalated_outage"),
@@ -92,9 +96,11 @@ def test_business_tier_runs_the_expression_branch_with_templates_filled() -> Non
         for t in result.trace
         if t.procedure_name
     ]
+    # account_id comes from the conversation's dynamic variable of that name, so the lookup
+    # runs without asking; the one question for the rest (issue_summary) comes before step 4.
     assert steps == [
-        ("provide_parameters", "escalation_ticket", 2),
         ("crm_lookup_customer", "escalation_ticket", 2),
+        ("provide_parameters", "escalation_ticket", 4),
         ("ticket_upsert", "escalation_ticket", 4),
         ("decide_condition", "escalation_ticket", 6),
     ]
@@ -116,7 +122,7 @@ def test_other_tiers_skip_the_expression_branch() -> None:
     its nested instruction."""
     analyzers_by_name, procedures = example_definitions()
     transport = crm("consumer")
-    model = scripted(decision=False)
+    model = scripted(decision=False, business=False)
     result = run(
         analyzers_by_name["escalation_triage"],
         example_conversation("escalated_outage"),
@@ -145,18 +151,6 @@ def test_a_failing_tool_step_stops_the_procedure_and_tells_the_model() -> None:
             reply(text("Read.")),
             reply(
                 tool_call(
-                    "provide_parameters",
-                    {
-                        "values": {
-                            "account_id": "ACC-B-20931",
-                            "issue_summary": "Fibre down",
-                        }
-                    },
-                )
-            ),
-            reply(text("Given.")),
-            reply(
-                tool_call(
                     "record_ticket",
                     {"unknown": True, "unknown_reason": "CRM down", "evidence_turns": []},
                 ),
@@ -174,7 +168,9 @@ def test_a_failing_tool_step_stops_the_procedure_and_tells_the_model() -> None:
     )
 
     assert result.status == "succeeded", result.error
-    final = " ".join(b.get("text", "") for b in model.requests[3].messages[-1]["content"])
+    # The lookup's account_id comes from the conversation's variables: no question was asked
+    # before it failed, so the second request is the final one.
+    final = " ".join(b.get("text", "") for b in model.requests[1].messages[-1]["content"])
     assert "failed" in final
     assert "stops here" in final
     lookup = next(t for t in result.trace if t.tool_name == "crm_lookup_customer")

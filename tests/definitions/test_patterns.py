@@ -1,5 +1,11 @@
-"""Trigger patterns (`analyzers/definitions/patterns.py`): `*` for any run of words, `|` for
-alternatives, matching anywhere in the text regardless of case and punctuation."""
+"""Trigger patterns (`analyzers/definitions/patterns.py`): `|` for alternatives, the words of an
+alternative close together in any order and inflection, `*` widening how far apart they may be;
+case and punctuation ignored.
+
+Changed on purpose with issue 7: word order and inflection no longer matter (the seed's
+"onboard * vendor" must match "onboarding a new vendor"), and one extra word is tolerated without
+a `*` ("register vendor" matches "register a vendor").
+"""
 
 from __future__ import annotations
 
@@ -21,11 +27,16 @@ VENDOR = "onboard * vendor|add new vendor|register vendor"
         pytest.param("Add, new... vendor!", True, id="punctuation-between-words"),
         pytest.param("Register vendor: TechCorp", True, id="third-alternative"),
         pytest.param("we need to onboard\nthe vendor", True, id="newline"),
-        pytest.param("register a vendor", False, id="alternative-without-star-is-exact"),
-        pytest.param("the vendor onboarding", False, id="wrong-order"),
-        pytest.param("onboarding vendors", False, id="partial-words"),
+        pytest.param("register a vendor", True, id="one-extra-word-without-star"),
+        pytest.param("register a brand new vendor", False, id="without-star-words-stay-close"),
+        pytest.param("the vendor onboarding", True, id="any-order"),
+        pytest.param("onboarding a new vendor", True, id="inflection-and-star"),
+        pytest.param("we onboarded two vendors", True, id="past-and-plural"),
+        pytest.param("onboarding vendors", True, id="inflected-words"),
+        pytest.param("onboard, then later much later on a vendor", False, id="star-is-bounded"),
         pytest.param("onboardvendor", False, id="no-separator"),
-        pytest.param("add new vendors", False, id="plural-is-another-word"),
+        pytest.param("add new vendors", True, id="plural-is-the-same-word"),
+        pytest.param("add new vend", False, id="truncated-word-is-another-word"),
         pytest.param("", False, id="empty-text"),
         pytest.param("I want to onboard someone", False, id="missing-last-word"),
     ],
@@ -40,11 +51,13 @@ def test_vendor_pattern(text: str, expected: bool) -> None:
     ["* refund *", "* refund", "refund *", "*  refund  *|* money back"],
 )
 def test_leading_and_trailing_stars_change_nothing(pattern: str) -> None:
-    """A `*` at either end of an alternative adds nothing to a search anywhere in the text."""
+    """A `*` at either end of an alternative only widens the window: a lone word still matches
+    itself in any inflection and nothing else."""
     assert matches(pattern, "refund")
     assert matches(pattern, "I want a refund.")
     assert matches(pattern, "Refund, please")
-    assert not matches(pattern, "refunds")
+    assert matches(pattern, "refunds")
+    assert not matches(pattern, "refusal")
 
 
 @pytest.mark.parametrize(
