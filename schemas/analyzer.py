@@ -63,6 +63,11 @@ class HttpTool(Contract):
     )
     allowed_hosts: list[NonEmptyText] = Field(min_length=1)
     timeout_seconds: PositiveFloat = 10.0
+    not_found_is_null: bool = Field(
+        default=True,
+        description="A 404, an empty body or a JSON null body is the result null (a lookup that "
+        "found nothing), not a failure. Set false when those mean the call failed.",
+    )
 
 
 def _tool_kind(value: Any) -> str | None:

@@ -4,7 +4,9 @@ One call validates the model's arguments against the tool's `input_schema`, fill
 header and body templates (`{{name}}` from the arguments, `{{secrets.NAME}}` from the worker's
 secrets), checks the final URL against the tool's `allowed_hosts`, and sends it through the
 `HttpTransport` the worker put in the `ToolContext`. Everything the model can act on (bad
-arguments, a refused URL, a 404, a timeout) comes back as an `is_error` outcome.
+arguments, a refused URL, a 5xx, a timeout) comes back as an `is_error` outcome. A 404, an empty
+body and a JSON `null` body are the result `None` (found nothing) unless the tool sets
+`not_found_is_null: false`.
 
 Secret values never reach the model: every text returned (response bodies included, since a
 server may echo a header back) has the secrets used by the request replaced by `[redacted]`.
@@ -108,7 +110,7 @@ class HttpToolRunner:
             # Raised outside the `except` block so the original exception (whose message and
             # attributes may hold secrets) is not attached as its context.
             raise HttpToolCrashed(crash)
-        return _outcome(response, where, redact)
+        return _outcome(response, where, redact, null_when_absent=self.spec.not_found_is_null)
 
     def _prepare(
         self, arguments: JSON, all_secrets: Mapping[str, str]
@@ -210,8 +212,15 @@ def _secret_names(spec: HttpTool) -> list[str]:
     return sorted(names)
 
 
-def _outcome(response: HttpResponse, where: str, redact: _Redactor) -> ToolOutcome:
+def _outcome(
+    response: HttpResponse, where: str, redact: _Redactor, *, null_when_absent: bool
+) -> ToolOutcome:
     body = redact.value(response.body)
+    if null_when_absent and (
+        response.status == 404 or (200 <= response.status < 300 and body in (None, ""))
+    ):
+        # "Nothing there" is an answer a procedure's condition tests (`lookup.result == null`).
+        return ToolOutcome(None)
     if not 200 <= response.status < 300:
         excerpt = as_text(body) if body not in (None, "") else "(empty body)"
         if len(excerpt) > ERROR_EXCERPT_CHARS:

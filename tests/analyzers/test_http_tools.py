@@ -245,9 +245,14 @@ def test_large_bodies_are_cut_before_the_model_sees_them(server: _Server) -> Non
     assert outcome.output.endswith(f"only the first {MAX_RESPONSE_CHARS} are shown)")
 
 
-def test_an_empty_success_says_so(server: _Server) -> None:
-    outcome = call(tool(url=base(server) + "/empty", input_schema={"type": "object"}), {})
-    assert outcome == Outcome("HTTP 204 with an empty body")
+def test_an_empty_success_is_null_unless_the_tool_says_otherwise(server: _Server) -> None:
+    """Changed on purpose with issue 7: an empty body is the result null (found nothing), which
+    a procedure condition can test; `not_found_is_null: false` keeps the old wording."""
+    url = base(server) + "/empty"
+    outcome = call(tool(url=url, input_schema={"type": "object"}), {})
+    assert outcome == Outcome(None)
+    strict = tool(url=url, input_schema={"type": "object"}, not_found_is_null=False)
+    assert call(strict, {}) == Outcome("HTTP 204 with an empty body")
 
 
 # --- refused before any request ----------------------------------------------------------------
