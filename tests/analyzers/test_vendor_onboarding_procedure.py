@@ -9,6 +9,7 @@ and the execution record in the result says so, step by step, with where each va
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -18,10 +19,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+import analyzers
 from analyzers.runtime.session import RunOptions
 from analyzers.testing import ScriptedModel, reply, text, tool_call
 from schemas import AnalysisResult, AnalyzerSpec, Procedure
-from tests.analyzers.helpers import example_conversation, example_definitions, run
+from tests.analyzers.helpers import example_conversation, example_definitions
 from worker.http_transport import HttpxTransport
 
 FOUND = {"vendorId": "V-9912", "name": "TechCorp", "status": "Created"}
@@ -101,8 +103,6 @@ def run_example(server: _VendorServer, model: ScriptedModel) -> AnalysisResult:
     spec, procedures = local_analyzer(server)
 
     async def go() -> AnalysisResult:
-        import analyzers
-
         async with HttpxTransport() as transport:
             return await analyzers.run(
                 spec,
@@ -111,8 +111,6 @@ def run_example(server: _VendorServer, model: ScriptedModel) -> AnalysisResult:
                 procedures=procedures,
                 options=RunOptions(http=transport),
             )
-
-    import asyncio
 
     return asyncio.run(go())
 
