@@ -16,6 +16,7 @@ request always gets the same reply.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 import re
@@ -280,6 +281,11 @@ def simulated_analyst(body: JSON) -> FakeReply:
         schema = tool.get("input_schema") or {"type": "object"}
         content.append(ToolCall(READ_TOOL, _as_object(generate(schema, ctx))))
         return FakeReply(content)
+    triggers = _trigger_question(messages)
+    if triggers is not None:
+        # posthoc's procedure description check: a verdict per procedure, as JSON text.
+        verdicts = {name: {"applies": True, "reason": ctx.sentence()} for name in triggers}
+        return FakeReply([Text(json.dumps(verdicts))])
     asked = _procedure_request(messages)
     if asked is not None:
         return FakeReply([*content, _procedure_answer(asked, ctx)])
@@ -327,6 +333,19 @@ def _own_outputs(messages: list[JSON]) -> set[str] | None:
             if found:
                 return found
     return None
+
+
+_TRIGGER_LINE = re.compile(r"(?m)^- (\w+): ")
+
+
+def _trigger_question(messages: list[JSON]) -> list[str] | None:
+    """The procedure names of posthoc's description check, when this request is one."""
+    if len(messages) != 1 or messages[0].get("role") != "user":
+        return None
+    text = "\n".join(_user_texts(messages[0]))
+    if "<customer_turns>" not in text or "Triggers:" not in text:
+        return None
+    return _TRIGGER_LINE.findall(text.rsplit("Triggers:", 1)[-1])
 
 
 def _procedure_request(messages: list[JSON]) -> str | None:

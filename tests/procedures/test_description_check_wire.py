@@ -13,6 +13,7 @@ import pytest
 
 from analyzers.fakes import FakeMessagesAPI, serve_fake_messages_api
 from analyzers.fakes.replies import Disconnect, FakeReply, Text
+from analyzers.fakes.simulated import simulated_analyst
 from analyzers.model.anthropic import AnthropicModel
 from analyzers.procedures.selection import CHECK_MAX_TOKENS, Selection, select_procedures
 from tests.analyzers.helpers import example_conversation, example_definitions
@@ -74,3 +75,13 @@ def test_a_stream_cut_mid_answer_means_not_applied(api: tuple[FakeMessagesAPI, s
     assert (record.applies, record.path, record.status) == (False, "description", "not_applied")
     assert "the description check failed (TransientModelError)" in record.reason
     assert selection.applied == []
+
+
+def test_the_simulated_analyst_answers_the_check(api: tuple[FakeMessagesAPI, str]) -> None:
+    """Benchmarks and fleet tests run the simulated analyst: it gives a readable verdict."""
+    fake, base_url = api
+    fake.responder = simulated_analyst
+    selection = check(base_url)
+
+    [record] = selection.records
+    assert (record.applies, record.path) == (True, "description")
