@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analyzers.definitions.expressions import ExpressionError, compile_expression
+from analyzers.procedures.tools import has_type
 from schemas.procedure import IfStep, InstructionStep, Procedure, ToolStep
 from schemas.procedure_execution import SourcedValue, ValueSource
 from schemas.templates import SYSTEM_VARIABLE_PREFIX, placeholders, root_name
@@ -56,13 +57,13 @@ def names_read(step: AnyStep) -> list[str]:
 def initial_parameters(
     procedure: Procedure, dynamic_variables: Mapping[str, Any]
 ) -> dict[str, SourcedValue]:
-    """Parameters a conversation dynamic variable of the same name already supplies."""
+    """Parameters a conversation dynamic variable of the same name (and type) supplies."""
     return {
         p.name: SourcedValue(
             name=p.name, value=dynamic_variables[p.name], source="conversation_variable"
         )
         for p in procedure.parameters
-        if dynamic_variables.get(p.name) is not None
+        if dynamic_variables.get(p.name) is not None and has_type(dynamic_variables[p.name], p)
     }
 
 
