@@ -50,7 +50,9 @@ async def run(
     """Run the procedural agent `spec` on `conversation` and return its result.
 
     `procedures` are the candidates for the names `spec` lists (the caller resolves them by
-    tenant); only approved ones whose trigger matches the conversation are used. `companions`
+    tenant); which apply is decided by `analyzers.procedures.selection` (one cheap model call
+    when only a trigger description can tell), and the result's `procedures` records, for every
+    name, whether it applied, why, and what its steps did. `companions`
     are the other analyzers that will run on the same conversation: their tools are listed too
     (not callable) so every analyzer of the conversation shares one cached prompt prefix.
 
