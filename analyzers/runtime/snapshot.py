@@ -8,8 +8,11 @@ Decisions (documented in `docs/architecture.md` too):
   decided when the run executes, on the frozen version.
 - **The brief** depends on which procedures apply to the conversation, so it is rendered for the
   conversation version the run is recorded for, with the procedures whose trigger matches it
-  then. Snapshots are content-addressed, so every conversation with the same applicable
-  procedures shares one stored snapshot (one per analyzer version in the common case).
+  then without a model (scope, conditions, event log, patterns). One that only its trigger
+  description can decide is decided by the model when the run executes; the result's
+  `procedures` records what applied and why. Snapshots are content-addressed, so every
+  conversation with the same applicable procedures shares one stored snapshot (one per analyzer
+  version in the common case).
 - **Tool definitions** are those of the tools the analyzer may call, its output tools and (when
   it follows procedures) the procedure tools, exactly as the runtime renders them, sorted by name.
   Companions' tools, listed for the shared cache prefix but not callable, are not part of it.
@@ -19,13 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from analyzers.definitions.triggers import procedure_applies
+from analyzers.procedures.matching import in_scope, procedure_applies
+from analyzers.procedures.tools import DecideConditionTool, ProvideParametersTool
 from analyzers.runtime.output_tools import OutputTool
-from analyzers.runtime.procedure_runner import (
-    DecideConditionTool,
-    ProcedureState,
-    ProvideParametersTool,
-)
 from analyzers.runtime.prompt import brief
 from analyzers.tools.base import JSON, Tool
 from analyzers.tools.conversation import builtin_tools
@@ -65,7 +64,7 @@ def render_brief(
     spec: AnalyzerSpec, conversation: Conversation, resolved: Sequence[Procedure]
 ) -> str:
     """The brief the runtime renders for this conversation from these (frozen) procedures."""
-    applicable = [p for p in resolved if procedure_applies(p, conversation).applies]
+    applicable = [p for p in resolved if procedure_applies(p, conversation).applies is True]
     return brief(
         spec,
         [p for p in applicable if p.form == "free_form"],
@@ -82,20 +81,11 @@ def tool_definitions(spec: AnalyzerSpec) -> list[JSON]:
         *(OutputTool(output, None) for output in spec.outputs),
     ]
     if spec.procedures:
-        state = ProcedureState()
-        tools += [ProvideParametersTool(state), DecideConditionTool(state)]
+        tools += [ProvideParametersTool(), DecideConditionTool()]
     return [tool.definition() for tool in sorted(tools, key=lambda tool: tool.name)]
 
 
 def _in_scope(procedure: Procedure, conversation: Conversation) -> bool:
-    # The scope part of `procedure_applies` (approval, tenant, owner agent), without the
-    # trigger: the trigger is judged on the frozen version when the run executes.
-    if not procedure.approved:
-        return False
-    if procedure.tenant_id is not None and procedure.tenant_id != conversation.tenant_id:
-        return False
-    return (
-        procedure.agent_id is None
-        or procedure.agent_id == conversation.agent_id
-        or procedure.shared
-    )
+    # The scope part of matching (approval, tenant, owner agent), without the trigger: the
+    # trigger is judged on the frozen version when the run executes.
+    return in_scope(procedure, conversation) is None

@@ -44,6 +44,9 @@ version: {version}
 description: How to judge churn.
 trigger:
   description: When the customer mentions leaving.
+  # A pattern that matches every conversation here, so the trigger is decided without the
+  # model's description check (which would take a scripted turn of its own).
+  patterns: ["internet * drop|cancel|leave"]
 approved: true
 created_by: admin
 content: |
