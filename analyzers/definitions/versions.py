@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import re
 
-_PIECES = re.compile(r"\d+|\D+")
+# ASCII digits only: "¹" or "٣" are text here, since int() would refuse some of them.
+_PIECES = re.compile(r"[0-9]+|[^0-9]+")
+_DIGITS = frozenset("0123456789")
 SEPARATOR = "@"
 """Between an analyzer's name and a version in a selector: `quality@3`."""
 
@@ -24,7 +26,7 @@ def version_key(version: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
     for piece in _PIECES.findall(version):
         # Numbers before text at the same position, so "1.2" < "1.2a" and "1a" < "1.0" hold
         # consistently; (kind, value) keeps ints and strs from being compared to each other.
-        pieces.append((0, int(piece)) if piece.isdigit() else (1, piece.lower()))
+        pieces.append((0, int(piece)) if piece[0] in _DIGITS else (1, piece.lower()))
     return tuple(pieces), version
 
 
