@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from analyzers.definitions.triggers import procedure_applies
@@ -31,8 +31,8 @@ from analyzers.tools.http import HttpToolRunner
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure
-from schemas.result import AnalysisResult, Provenance, RunError, Timings
-from schemas.usage import Cost, Usage
+from schemas.result import AnalysisResult, Provenance, RecordedOutput, RunError, Timings
+from schemas.usage import Usage
 
 POSTHOC_VERSION = "0.1.0"
 PROMPT_RESERVE_TOKENS = 24_000
@@ -63,13 +63,12 @@ async def run(
     """
     options = options or RunOptions()
     started_at = options.now()
-    session: Session | None = None
+    # Every attempt made, in order: the result is the last one's, but all of them were billed.
+    attempts: list[Session] = []
     error: RunError | None = None
-    spent, turns_spent = Usage(), 0
     # Identifies the conversation's rendering (shared by its analyzers) and the result's
     # provenance: computed once.
     digest = conversation.content_hash()
-    counted: Session | None = None  # the session whose usage is already in `spent`
     # The second attempt only happens when the model reports that the prompt overflowed its
     # context window: it then reads a smaller window of the conversation.
     for keep_last in (None, max(len(conversation.turns) // 4, 8)):
@@ -78,12 +77,9 @@ async def run(
             session, state = _open_session(
                 spec, conversation, digest, model, companions, view, options
             )
+            attempts.append(session)
             await _drive(session, state, spec, conversation, procedures)
         except ContextOverflow:
-            # What the overflowing attempt spent is still billed: carry it into the result.
-            if session is not None:
-                spent, turns_spent = spent + session.usage, turns_spent + session.model_turns
-                counted = session
             error = RunError(
                 type="context_window_exceeded",
                 message="the prompt did not fit the model's context window, even with the "
@@ -91,9 +87,8 @@ async def run(
             )
             continue
         except TransientModelError as exc:
-            # The caller retries the run later; what this attempt spent is billed all the same.
-            live = session.usage if session is not None and session is not counted else Usage()
-            exc.usage = spent + live
+            # The caller retries the run later; what its attempts spent is billed all the same.
+            exc.usage = sum((attempt.usage for attempt in attempts), Usage())
             exc.cost = cost_of(spec.model.id or options.default_model, exc.usage)
             raise
         except RunFailed as exc:
@@ -103,17 +98,7 @@ async def run(
         else:
             error = None
         break
-    result = _result(spec, conversation, digest, session, options, started_at, error)
-    if turns_spent:
-        usage = result.usage + spent
-        result = result.model_copy(
-            update={
-                "usage": usage,
-                "cost": cost_of(result.model or options.default_model, usage),
-                "model_turns": result.model_turns + turns_spent,
-            }
-        )
-    return result
+    return _result(spec, conversation, digest, attempts, options, started_at, error)
 
 
 def _select_procedures(
@@ -139,7 +124,7 @@ def _open_session(
     view: ConversationView,
     options: RunOptions,
 ) -> tuple[Session, ProcedureState]:
-    recorder = OutputRecorder(spec.outputs, len(conversation.turns))
+    recorder = OutputRecorder(spec.outputs, len(conversation.turns), len(conversation.events))
     coverage = ReadCoverage(len(conversation.turns))
     for shown in view.shown(len(conversation.turns)):
         if len(shown):
@@ -278,12 +263,15 @@ def _result(
     spec: AnalyzerSpec,
     conversation: Conversation,
     digest: str,
-    session: Session | None,
+    attempts: Sequence[Session],
     options: RunOptions,
     started_at: datetime,
     error: RunError | None,
 ) -> AnalysisResult:
     model_id = spec.model.id or options.default_model
+    session = attempts[-1] if attempts else None
+    # Each attempt's spend counts once, the overflowing ones included: they were billed.
+    usage = sum((attempt.usage for attempt in attempts), Usage())
     # Honest truncation: part of the conversation was left out of the prompt and the agent did
     # not read it through its tools either.
     truncated = bool(
@@ -296,17 +284,17 @@ def _result(
         analyzer=spec.name,
         analyzer_version=spec.version,
         status="failed" if error else "succeeded",
-        outputs=dict(session.recorder.recorded) if session and not error else {},
-        trace=list(session.trace) if session else [],
-        usage=session.usage if session else Usage(),
-        cost=session.cost if session else Cost(),
+        outputs=every_output(spec, session.recorder.recorded if session else {}),
+        trace=[record for attempt in attempts for record in attempt.trace],
+        usage=usage,
+        cost=cost_of(model_id, usage),
         model=model_id,
-        model_turns=session.model_turns if session else 0,
+        model_turns=sum(attempt.model_turns for attempt in attempts),
         timings=Timings(
             started_at=started_at,
             finished_at=options.now(),
-            model_seconds=session.model_seconds if session else 0.0,
-            tool_seconds=session.tool_seconds if session else 0.0,
+            model_seconds=sum(attempt.model_seconds for attempt in attempts),
+            tool_seconds=sum(attempt.tool_seconds for attempt in attempts),
         ),
         truncated=truncated,
         error=error,
@@ -318,6 +306,14 @@ def _result(
             posthoc_version=POSTHOC_VERSION,
         ),
     )
+
+
+def every_output(
+    spec: AnalyzerSpec, recorded: Mapping[str, Sequence[RecordedOutput]]
+) -> dict[str, list[RecordedOutput]]:
+    """Every output the analyzer declares, in its order, each a list (empty when nothing was
+    recorded), so routing conditions such as `size(outputs.x) > 0` never meet a missing key."""
+    return {output.name: list(recorded.get(output.name, ())) for output in spec.outputs}
 
 
 def _text(text: str) -> JSON:

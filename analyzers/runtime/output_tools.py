@@ -1,9 +1,9 @@
 """Output-recording tools: how an agent hands over its structured results.
 
 Each `OutputSpec` becomes a tool `record_<name>` whose input wraps the output's value schema with
-the evidence (turn numbers) and the `unknown` answer. The API can enforce the schema (`strict`)
-only for a subset of JSON Schema, so every input is re-validated here and problems go back to the
-model as an error tool_result that lists them.
+the evidence (turn and event numbers) and the `unknown` answer. The API can enforce the schema
+(`strict`) only for a subset of JSON Schema, so every input is re-validated here and problems go
+back to the model as an error tool_result that lists them.
 """
 
 from __future__ import annotations
@@ -98,6 +98,12 @@ def _recording_schema(output_json: str) -> JSON:
                 "items": {"type": "integer"},
                 "description": "Numbers of the transcript turns this rests on, as shown in [n].",
             },
+            "evidence_events": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "description": "Numbers of the events this rests on, as shown in [eN] (give N): "
+                "a refund issued, a record created, a tool that failed.",
+            },
         },
         "required": ["evidence_turns"],
         "additionalProperties": False,
@@ -113,6 +119,7 @@ class OutputRecorder:
 
     outputs: list[OutputSpec]
     turn_count: int
+    event_count: int
     recorded: dict[str, list[RecordedOutput]] = field(default_factory=dict)
     invalid_attempts: int = 0
 
@@ -140,6 +147,7 @@ class OutputRecorder:
             unknown=unknown,
             unknown_reason=arguments.get("unknown_reason") if unknown else None,
             evidence_turns=sorted(set(arguments.get("evidence_turns", []))),
+            evidence_events=sorted(set(arguments.get("evidence_events", []))),
         )
         existing = self.recorded.setdefault(output.name, [])
         if output.cardinality == "one" and existing:
@@ -162,17 +170,22 @@ class OutputRecorder:
             problems.append("unknown_reason: say why the answer cannot be told")
         if not unknown and "value" not in arguments:
             problems.append("value: required unless unknown is true")
-        out_of_range = [
-            turn
-            for turn in arguments.get("evidence_turns", [])
-            if isinstance(turn, int) and not 0 <= turn < self.turn_count
-        ]
-        if out_of_range:
-            problems.append(
-                f"evidence_turns: {out_of_range} are not turn numbers of this conversation "
-                f"(0 to {self.turn_count - 1})"
-            )
+        problems += _out_of_range(arguments, "evidence_turns", "turn", self.turn_count)
+        problems += _out_of_range(arguments, "evidence_events", "event", self.event_count)
         return problems
+
+
+def _out_of_range(arguments: JSON, key: str, what: str, count: int) -> list[str]:
+    cited = arguments.get(key, [])
+    if not isinstance(cited, list):  # the schema check already reports the wrong type
+        return []
+    wrong = [
+        n for n in cited if isinstance(n, int) and not isinstance(n, bool) and not 0 <= n < count
+    ]
+    if not wrong:
+        return []
+    valid = f"0 to {count - 1}" if count else f"it has no {what}s"
+    return [f"{key}: {wrong} are not {what} numbers of this conversation ({valid})"]
 
 
 def _path(parts: Any) -> str:
