@@ -101,6 +101,42 @@ async def run(
     return _result(spec, conversation, digest, attempts, options, started_at, error)
 
 
+READ_THEN_RECORD = (
+    "Start by reading the whole conversation above, its last turns and its event log included, "
+    "and think about what it shows before you decide anything. Only then record your outputs, "
+    "each item once, and end your turn with a one-line summary."
+)
+"""Closes the first message: reading comes before recording (a model asked for outputs first
+tends to answer from the opening turns)."""
+
+
+def _procedures_to_review(
+    spec: AnalyzerSpec, conversation: Conversation, procedures: Sequence[Procedure]
+) -> list[Procedure]:
+    """For an analyzer that reviews the agent: the agent's procedures for this conversation,
+    newest version of each, by name. Named in the event log (and in scope), or triggered."""
+    if not spec.review_procedures:
+        return []
+    named = {event.procedure_name for event in conversation.events if event.procedure_name}
+    newest: dict[str, Procedure] = {}
+    for procedure in procedures:
+        named_here = procedure.name in named and _in_scope(procedure, conversation)
+        if named_here or procedure_applies(procedure, conversation).applies:
+            known = newest.get(procedure.name)
+            if known is None or procedure.version > known.version:
+                newest[procedure.name] = procedure
+    return [newest[name] for name in sorted(newest)]
+
+
+def _in_scope(procedure: Procedure, conversation: Conversation) -> bool:
+    """Approved, and the conversation's tenant's and agent's (or shared) to use."""
+    return (
+        procedure.approved
+        and procedure.tenant_id in (None, conversation.tenant_id)
+        and (procedure.agent_id in (None, conversation.agent_id) or procedure.shared)
+    )
+
+
 def _select_procedures(
     spec: AnalyzerSpec, conversation: Conversation, procedures: Sequence[Procedure]
 ) -> list[Procedure]:
@@ -174,10 +210,12 @@ async def _drive(
     chosen = _select_procedures(spec, conversation, procedures)
     free_form = [p for p in chosen if p.form == "free_form"]
     structured = [p for p in chosen if p.form == "structured"]
-    pending: list[JSON] = [_text(brief(spec, free_form, structured, spec.tool_names()))]
+    reviewed = _procedures_to_review(spec, conversation, procedures)
+    task = brief(spec, free_form, structured, spec.tool_names(), reviewed=reviewed)
+    pending: list[JSON] = [_text(task)]
     for procedure in structured:
         pending = await ProcedureRunner(session, procedure, state).run(pending)
-    pending.append(_text("Now record your outputs with the record_* tools, then end your turn."))
+    pending.append(_text(READ_THEN_RECORD))
     await session.converse(pending)
     for _nudge in range(spec.model.max_nudges):
         missing = session.recorder.missing_required()

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from pydantic import ValidationError
 
 from analyzers.tools.base import JSON, ToolContext, ToolKind, ToolOutcome
 from schemas.analyzer import OutputSpec
+from schemas.outputs import OUTPUT_MODELS
 from schemas.result import RecordedOutput
 
 # Keywords the Messages API's strict tool mode accepts (reference/anthropic-api.md section 2).
@@ -150,6 +152,15 @@ class OutputRecorder:
             evidence_events=sorted(set(arguments.get("evidence_events", []))),
         )
         existing = self.recorded.setdefault(output.name, [])
+        if output.cardinality == "many" and not unknown:
+            for number, earlier in enumerate(existing):
+                if _same_item(earlier.value, value.value):
+                    # Refused without counting as invalid: the item is already in the result.
+                    return ToolOutcome(
+                        f"Not recorded: this is the same item as {output.name} number "
+                        f"{number + 1} already recorded. Record each item once.",
+                        is_error=True,
+                    )
         if output.cardinality == "one" and existing:
             existing[:] = [value]
             return ToolOutcome(f"Recorded {output.name}, replacing the earlier value.")
@@ -170,9 +181,35 @@ class OutputRecorder:
             problems.append("unknown_reason: say why the answer cannot be told")
         if not unknown and "value" not in arguments:
             problems.append("value: required unless unknown is true")
+        if not problems and not unknown and output.model is not None:
+            # A named model may have rules JSON Schema cannot say (`team` when owner is other).
+            problems += _model_problems(output.model, arguments.get("value"))
         problems += _out_of_range(arguments, "evidence_turns", "turn", self.turn_count)
         problems += _out_of_range(arguments, "evidence_events", "event", self.event_count)
         return problems
+
+
+def _model_problems(model_name: str, value: Any) -> list[str]:
+    try:
+        OUTPUT_MODELS[model_name].model_validate(value)
+    except ValidationError as exc:
+        return [f"value: {error['msg'].removeprefix('Value error, ')}" for error in exc.errors()]
+    return []
+
+
+def _same_item(first: Any, second: Any) -> bool:
+    """Whether two values are the same item, ignoring case and spacing in their texts."""
+    return _normalised(first) == _normalised(second)
+
+
+def _normalised(value: Any) -> Any:
+    if isinstance(value, str):
+        return " ".join(value.casefold().split())
+    if isinstance(value, dict):
+        return {key: _normalised(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_normalised(item) for item in value]
+    return value
 
 
 def _out_of_range(arguments: JSON, key: str, what: str, count: int) -> list[str]:
