@@ -27,8 +27,8 @@ class NextStep(_Output):
     ] = Field(description="Which team should do it; `other` when none of these, naming it in team.")
     team: str = Field(
         default="",
-        description="Only when owner is other: the team that should act, in a few words "
-        "(for example 'legal' or 'logistics partner'). Leave empty otherwise.",
+        description="When owner is other (then required): the team that should act, in a few "
+        "words (for example 'legal' or 'logistics partner'). Otherwise leave it empty.",
     )
     due: Literal["today", "within_48h", "this_week", "no_deadline"] = Field(
         description="How soon it should be done."
@@ -39,8 +39,6 @@ class NextStep(_Output):
     def _team_names_the_other_owner(self) -> NextStep:
         if self.owner == "other" and not self.team.strip():
             raise ValueError("team: name the team when owner is other")
-        if self.owner != "other" and self.team.strip():
-            raise ValueError(f"team: leave it empty when owner is {self.owner!r} (not other)")
         return self
 
 

@@ -54,8 +54,9 @@ async def run(
 
     `procedures` are the candidates for the names `spec` lists (the caller resolves them by
     tenant); only approved ones whose trigger matches the conversation are used. `companions`
-    are the other analyzers that will run on the same conversation: their tools are listed too
-    (not callable) so every analyzer of the conversation shares one cached prompt prefix.
+    are the other analyzers that will run on the same conversation; they no longer shape the
+    prompt (no analyzer is offered another's tools: the shared prefix comes from one shared
+    `record_output` tool), and the parameter stays for callers.
 
     A run that cannot succeed returns a `failed` result with the reason. Transient model
     failures (rate limits, overload, timeouts) raise `TransientModelError` so the caller can
@@ -166,23 +167,20 @@ def _open_session(
         if len(shown):
             coverage.mark(shown.start, shown.stop - 1)
     state = ProcedureState()
-    everyone = [spec, *companions]
-    tools: dict[str, Tool] = {}
-    for analyzer in everyone:
-        for tool in builtin_tools([t for t in analyzer.tools if isinstance(t, str)]):
-            tools[tool.name] = tool
-        for http_tool in analyzer.http_tools():
-            tools.setdefault(http_tool.name, HttpToolRunner(http_tool))
-    for tool in output_tools(spec, companions, recorder):
-        tools[tool.name] = tool
-    allowed = {*spec.tool_names(), *(o.tool_name for o in spec.outputs)}
-    if any(analyzer.procedures for analyzer in everyone):
-        # Listed whenever any analyzer of the conversation has procedures, so the tool list
-        # (the start of the cached prefix) is the same for all of them.
-        procedure_tools: list[Tool] = [ProvideParametersTool(state), DecideConditionTool(state)]
-        tools.update({tool.name: tool for tool in procedure_tools})
-        if spec.procedures:
-            allowed |= {tool.name for tool in procedure_tools}
+    # Only what this analyzer may call is offered. The three built-ins (same readers, one
+    # shared `record_output`) so send the same tool list, which starts the cached prefix; an
+    # analyzer with HTTP tools or procedures has its own prefix.
+    tools: dict[str, Tool] = {
+        tool.name: tool for tool in builtin_tools([t for t in spec.tools if isinstance(t, str)])
+    }
+    for http_tool in spec.http_tools():
+        tools[http_tool.name] = HttpToolRunner(http_tool)
+    record, aliases = output_tools(spec, recorder)
+    tools[record.name] = record
+    if spec.procedures:
+        for procedure_tool in (ProvideParametersTool(state), DecideConditionTool(state)):
+            tools[procedure_tool.name] = procedure_tool
+    allowed = {*tools, *(alias.name for alias in aliases)}
     text = render_conversation(conversation, view, content_hash=digest)
     system = system_blocks(text, cache_ttl=options.cache_ttl)
     session = Session(
@@ -192,6 +190,7 @@ def _open_session(
         system=system,
         tools=list(tools.values()),
         allowed=allowed,
+        aliases=aliases,
         recorder=recorder,
         coverage=coverage,
         options=options,

@@ -1,13 +1,19 @@
-"""Output-recording tools: how an agent hands over its structured results.
+"""Output recording: how an agent hands over its structured results.
 
-Each `OutputSpec` becomes a tool `record_<name>` whose input wraps the output's value schema with
-the evidence (turn and event numbers) and the `unknown` answer. The API can enforce the schema
-(`strict`) only for a subset of JSON Schema, so every input is re-validated here and problems go
-back to the model as an error tool_result that lists them.
+The model is offered one tool, `record_output`, the same for every analyzer, so the tool list (the
+start of the cached prompt prefix) is shared by every analyzer of a conversation while none is
+offered another analyzer's outputs. Its input names the output and carries that output's
+recording input: the value (per the output's schema), or `unknown` with a reason, and the
+evidence (turn and event numbers). Each output's recording schema is written into the analyzer's
+own brief (`recording_schema`). A call to `record_<name>` for one of the analyzer's own outputs is
+still accepted (`OutputTool`), so a model that names the output's tool directly is not refused.
+Every input is validated here and problems go back to the model as an error tool_result that
+lists them.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +78,11 @@ def _validator(output: OutputSpec) -> Draft202012Validator:
 @functools.lru_cache(maxsize=512)
 def _cached_validator(output_json: str) -> Draft202012Validator:
     return Draft202012Validator(_recording_schema(output_json))
+
+
+def recording_schema(output: OutputSpec) -> JSON:
+    """The recording input of `output` (value or unknown, and evidence), besides `output`."""
+    return _recording_schema(output.model_dump_json())
 
 
 @functools.lru_cache(maxsize=512)
@@ -199,7 +210,7 @@ def _model_problems(model_name: str, value: Any) -> list[str]:
 
 def _same_item(first: Any, second: Any) -> bool:
     """Whether two values are the same item, ignoring case and spacing in their texts."""
-    return _normalised(first) == _normalised(second)
+    return bool(_normalised(first) == _normalised(second))
 
 
 def _normalised(value: Any) -> Any:
@@ -277,3 +288,64 @@ def _definition(output_json: str) -> JSON:
     if strict_compatible(schema):
         definition["strict"] = True
     return definition
+
+
+RECORD_OUTPUT = "record_output"
+"""The one output-recording tool the model is offered."""
+
+_RECORD_OUTPUT_DEFINITION: JSON = {
+    "name": RECORD_OUTPUT,
+    "description": "Record one of the outputs your brief lists. Set output to its name and give "
+    "the rest of the input as that output's input schema in the brief says: value (or unknown "
+    "true with unknown_reason) and evidence_turns, plus evidence_events when an event proves "
+    "it. Each call is checked; a rejected call lists what to fix.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "output": {"type": "string", "description": "The output's name, as in your brief."},
+            "value": {"description": "The value, shaped as the output's schema says."},
+            "unknown": {"type": "boolean"},
+            "unknown_reason": {"type": "string"},
+            "evidence_turns": {"type": "array", "items": {"type": "integer"}},
+            "evidence_events": {"type": "array", "items": {"type": "integer"}},
+        },
+        "required": ["output", "evidence_turns"],
+    },
+}
+
+
+@dataclass(frozen=True)
+class RecordOutputTool:
+    """`record_output`, bound to one run's outputs and recorder."""
+
+    outputs: tuple[OutputSpec, ...]
+    recorder: OutputRecorder
+
+    @property
+    def name(self) -> str:
+        """Always `record_output`."""
+        return RECORD_OUTPUT
+
+    @property
+    def kind(self) -> ToolKind:
+        """Output tools are traced as `output`."""
+        return "output"
+
+    def definition(self) -> JSON:
+        """One definition for every analyzer (a shared prompt prefix). Not strict: the value's
+        shape differs per output, so every input is validated here instead."""
+        return copy.deepcopy(_RECORD_OUTPUT_DEFINITION)
+
+    async def call(self, arguments: JSON, context: ToolContext) -> ToolOutcome:
+        """Record the value for the named output, validated against that output's schema."""
+        name = arguments.get("output")
+        output = next((o for o in self.outputs if o.name == name), None)
+        if output is None:
+            own = ", ".join(o.name for o in self.outputs)
+            self.recorder.invalid_attempts += 1
+            return ToolOutcome(
+                f"Not recorded: output must name one of your outputs ({own}), not {name!r}.",
+                is_error=True,
+            )
+        rest = {key: value for key, value in arguments.items() if key != "output"}
+        return self.recorder.record(output, rest)

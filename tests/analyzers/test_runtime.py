@@ -81,7 +81,7 @@ def test_tool_choice_is_never_forced_and_tools_are_sorted() -> None:
 
     names = [tool["name"] for tool in model.requests[0].tools]
     assert names == sorted(names)
-    assert "record_follow_up" in names
+    assert names == ["get_turns", "record_output", "search_conversation"]
     assert not hasattr(model.requests[0], "tool_choice")
 
 
@@ -457,10 +457,57 @@ def test_companions_share_the_prompt_prefix_but_not_their_tools() -> None:
 
     assert first.requests[0].tools == second.requests[0].tools
     assert first.requests[0].system == second.requests[0].system
+    offered = [tool["name"] for tool in first.requests[0].tools]
+    assert "record_quality_assessment" not in offered, "a companion's output is not offered"
     refused = first.requests[1].messages[-1]["content"][0]
     assert refused["is_error"]
     assert "not available to this analyzer" in refused["content"]
     assert result.outputs == {"follow_up": []}
+
+
+def test_the_three_builtins_are_offered_the_same_tools_and_only_their_own() -> None:
+    """One shared tool list (the start of the cached prefix), holding nothing an analyzer may
+    not call: the outputs are told apart by record_output's `output`."""
+    requests = []
+    for name in ("next_steps", "follow_ups", "quality"):
+        model = ScriptedModel([reply(text("."))] * 3)
+        run(builtin_analyzer(name), conversation(), model)
+        requests.append(model.requests[0])
+    assert requests[0].tools == requests[1].tools == requests[2].tools
+    assert requests[0].system == requests[1].system == requests[2].system
+    assert {tool["name"] for tool in requests[0].tools} <= set(
+        builtin_analyzer("quality").tool_names()
+    ) | {"record_output"}
+
+
+def test_record_output_refuses_an_output_that_is_not_the_analyzers() -> None:
+    model = ScriptedModel(
+        [
+            reply(
+                tool_call(
+                    "record_output",
+                    {"output": "quality_assessment", "value": QUALITY, "evidence_turns": [1]},
+                )
+            ),
+            reply(
+                tool_call(
+                    "record_output",
+                    {"output": "follow_up", "value": FOLLOW_UP, "evidence_turns": [1]},
+                )
+            ),
+            reply(text("Done.")),
+        ]
+    )
+    result = run(builtin_analyzer("follow_ups"), conversation(), model)
+
+    refusal = model.requests[1].messages[-1]["content"][0]
+    assert refusal["is_error"] is True
+    assert (
+        "output must name one of your outputs (follow_up), not 'quality_assessment'"
+        in (refusal["content"])
+    )
+    assert [recorded.value for recorded in result.outputs["follow_up"]] == [FOLLOW_UP]
+    assert [call.kind for call in result.trace] == ["output", "output"]
 
 
 def test_conversation_block_carries_the_cache_breakpoint() -> None:
