@@ -37,6 +37,7 @@ _SENTENCE = re.compile(r"[^.!?\n]{12,}[.!?]?")
 # `<transcript turns="40">` heads the transcript block.
 _TURN_MARKER = re.compile(r"(?m)^\s*\[(\d{1,5})\]")
 _TURN_COUNT = re.compile(r'<transcript[^>]*\bturns="(\d+)"')
+_EVENT_COUNT = re.compile(r'<events[^>]*\bcount="(\d+)"')
 _SPEAKER = re.compile(
     r"^\s*(?:\[e?\d+\]\s*)?(?:[a-z_]+(?:\s+\d{1,2}:\d{2}(?::\d{2})?)?\s*:\s*)?", re.I
 )
@@ -95,6 +96,8 @@ class _Context:
         markers = {int(match.group(1)) for match in _TURN_MARKER.finditer(joined)}
         count = int(declared.group(1)) if declared else len(markers)
         self.turns = max(1, count)
+        events = _EVENT_COUNT.search(joined)
+        self.events = int(events.group(1)) if events else 0
         self.rng = rng
 
     def sentence(self) -> str:
@@ -152,6 +155,8 @@ def _integer(schema: JSON, ctx: _Context, root: JSON, name: str) -> int:
     high = math.floor(high_bound) if high_bound is not None else low + 5
     if "turn" in name.lower():  # evidence: a valid index into the transcript's turns
         low, high = max(low, 0), min(high, ctx.turns - 1)
+    elif "event" in name.lower():  # evidence: a valid index into the event log
+        low, high = max(low, 0), min(high, ctx.events - 1)
     return ctx.rng.randint(low, max(low, high))
 
 
@@ -198,7 +203,10 @@ def _object(schema: JSON, ctx: _Context, root: JSON, name: str) -> JSON:
 
 
 def _array(schema: JSON, ctx: _Context, root: JSON, name: str) -> list[object]:
-    """As few items as allowed, at least one; distinct when `uniqueItems` asks for it."""
+    """As few items as allowed, at least one (none for event evidence when there are no
+    events); distinct when `uniqueItems` asks for it."""
+    if "event" in name.lower() and ctx.events == 0:
+        return []
     count = max(1, int(schema.get("minItems", 1)))
     maximum = schema.get("maxItems")
     if isinstance(maximum, int):
