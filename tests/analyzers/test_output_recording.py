@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzers.runtime.output_tools import OutputRecorder, OutputTool
+from analyzers.runtime.output_tools import OutputRecorder, OutputTool, RecordOutputTool
 from analyzers.tools.base import ReadCoverage, ToolContext
 from tests.analyzers.helpers import builtin_analyzer, conversation
 
@@ -46,3 +46,29 @@ def test_any_recording_input_is_kept_valid_or_refused_with_reasons(
         (recorded,) = kept
         assert all(0 <= turn < len(conv.turns) for turn in recorded.evidence_turns)
         assert all(0 <= event < 2 for event in recorded.evidence_events)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    arguments=ARGUMENTS,
+    output=st.sampled_from(["follow_up", "quality_assessment", ""]) | JSON_VALUES,
+)
+def test_any_record_output_input_is_kept_for_an_own_output_or_refused(
+    arguments: dict[str, Any], output: Any
+) -> None:
+    spec = builtin_analyzer("follow_ups")
+    conv = conversation()
+    recorder = OutputRecorder(spec.outputs, len(conv.turns), 0)
+    tool = RecordOutputTool(tuple(spec.outputs), recorder)
+    context = ToolContext(conversation=conv, coverage=ReadCoverage(len(conv.turns)))
+
+    outcome = asyncio.run(tool.call({**arguments, "output": output}, context))
+
+    kept = recorder.recorded.get("follow_up", [])
+    assert set(recorder.recorded) <= {"follow_up"}, "only the analyzer's own output is kept"
+    if output != "follow_up":
+        assert outcome.is_error
+        assert "output must name one of your outputs (follow_up)" in str(outcome.output)
+    elif not outcome.is_error:
+        (recorded,) = kept
+        assert recorded.evidence_events == []
