@@ -5,12 +5,15 @@ next_steps, follow_ups and quality run one after the other (the first one's cach
 before the others start) on the same conversation through `analyzers.run`, the real adapter and
 SDK, against the fake Messages API, whose prompt-cache simulation follows the documented rules
 (5-minute entries, 20-block lookback, a minimum cacheable prefix per model, readable once the
-writing response starts). Each analyzer passes the other two as `companions`, which is what makes
-the tools + system prefix (transcript included) byte-identical across the three.
+writing response starts). Each analyzer is offered only the tools it may call; the tools + system
+prefix (transcript included) is still byte-identical across the three because they record through
+one shared `record_output` tool, their output schemas being in their own briefs. The report
+checks that (the "shared prefix" line) and lists the tools offered.
 
 The scripted analyst works like a model would: it reads the last turns with `get_turns`, records
-its own outputs in one or two `record_*` calls (two separate turns for next_steps), then ends with
-a short text, so the runtime's moving breakpoint on the newest user block is exercised too.
+its own outputs in one or two `record_output` calls (two separate turns for next_steps), then
+ends with a short text, so the runtime's moving breakpoint on the newest user block is exercised
+too.
 
 Uncached layout: the same runs through a benchmark-only `ModelClient` wrapper that strips every
 `cache_control` from the request before the adapter sends it, so every prompt token is billed as
@@ -47,6 +50,7 @@ from analyzers.fakes import (
     estimate_tokens,
     serve_fake_messages_api,
 )
+from analyzers.fakes.cache import canonical_json
 from analyzers.model.anthropic import AnthropicModel, build_anthropic_model
 from analyzers.model.profiles import cost_of, profile_for
 from analyzers.model.protocol import ModelClient, ModelRequest, ModelTurn
@@ -70,7 +74,7 @@ READ_LAST = 20
 
 # -- the scripted analyst ---------------------------------------------------------------------
 
-_OWN_OUTPUT = re.compile(r"(?m)^- (record_\w+):")
+_OWN_OUTPUT = re.compile(r"(?m)^### (\w+) \(")
 _TURN_COUNT = re.compile(r'<transcript turns="(\d+)"')
 
 
@@ -153,7 +157,7 @@ def scripted_analyst(body: JSON) -> FakeReply:
     system = "\n".join(str(block.get("text", "")) for block in body.get("system") or [])
     found = _TURN_COUNT.search(system)
     turns = int(found.group(1)) if found else 1
-    pending = [(tool, value) for tool in own for value in _values(tool, turns)]
+    pending = [(name, value) for name in own for value in _values(f"record_{name}", turns)]
     answered = sum(1 for message in messages if message.get("role") == "assistant")
     if answered == 0:
         return FakeReply(
@@ -166,11 +170,11 @@ def scripted_analyst(body: JSON) -> FakeReply:
             ]
         )
     if answered <= len(pending):
-        tool, value = pending[answered - 1]
+        output, value = pending[answered - 1]
         return FakeReply(
             [
-                Thinking(f"The evidence supports this; I record it with {tool}."),
-                ToolCall(tool, value),
+                Thinking(f"The evidence supports this; I record it as {output}."),
+                ToolCall("record_output", {"output": output, **value}),
             ]
         )
     return FakeReply([Text(f"Recorded {len(pending)} output(s): {', '.join(own)}.")])
@@ -224,14 +228,9 @@ class Bill:
 
     @property
     def weighted_tokens(self) -> float:
-        """Input tokens weighted by price: a write costs 1.25 inputs, a read 0.1 (per the
-        model's price table)."""
-        prices = profile_for(MODEL).prices
-        return (
-            self.usage.input_tokens
-            + self.usage.cache_creation_input_tokens * prices.cache_write_5m / prices.input
-            + self.usage.cache_read_input_tokens * prices.cache_read / prices.input
-        )
+        """Input tokens weighted by price: a 5-minute write costs 1.25 inputs, a 1-hour write
+        2, a read 0.1 (per the model's price table, through `cost_of`)."""
+        return self.input_usd * 1_000_000 / profile_for(MODEL).prices.input
 
     @property
     def input_usd(self) -> float:
@@ -258,9 +257,9 @@ async def _run_all(
 
 def _layout(
     conversation: Conversation, specs: dict[str, AnalyzerSpec], cached: bool
-) -> tuple[list[Bill], JSON]:
+) -> tuple[list[Bill], list[JSON]]:
     """Run the three built-ins against a fresh fake (a cold cache); return their bills and the
-    body of the first request."""
+    bodies of every request, in order."""
     api = FakeMessagesAPI(responder=scripted_analyst)
     with serve_fake_messages_api(api) as base_url:
 
@@ -272,7 +271,8 @@ def _layout(
             finally:
                 await adapter.aclose()
 
-        return asyncio.run(go()), api.requests[0].body
+        bills = asyncio.run(go())
+        return bills, [request.body for request in api.requests]
 
 
 def _tokens(blocks: list[JSON]) -> int:
@@ -292,11 +292,28 @@ def _prompt_layout(body: JSON) -> str:
     )
 
 
+def _shared_prefix(bodies: list[JSON], bills: list[Bill]) -> str:
+    """Whether each analyzer's first request starts with the same tools + system bytes, and
+    which tools each was offered (only its own: no other analyzer's output tools)."""
+    firsts, position = [], 0
+    for bill in bills:
+        firsts.append(bodies[position])
+        position += bill.model_turns
+    prefixes = {canonical_json([body.get("tools"), body.get("system")]) for body in firsts}
+    offered = sorted({str(tool["name"]) for body in firsts for tool in body.get("tools") or []})
+    return (
+        f"shared prefix: the {len(firsts)} analyzers' first requests have "
+        f"{'IDENTICAL' if len(prefixes) == 1 else f'{len(prefixes)} DIFFERENT'} tools + system; "
+        f"tools offered: {', '.join(offered)}"
+    )
+
+
 def _report(name: str, conversation: Conversation, specs: dict[str, AnalyzerSpec]) -> float:
-    cached, first_body = _layout(conversation, specs, cached=True)
+    cached, bodies = _layout(conversation, specs, cached=True)
     uncached, _ = _layout(conversation, specs, cached=False)
     print(f"\n== {name}.json: {len(conversation.turns)} turns, {len(conversation.events)} events")
-    print(_prompt_layout(first_body))
+    print(_prompt_layout(bodies[0]))
+    print(_shared_prefix(bodies, cached))
     print(
         "analyzer     turns  prompt tok  uncached   written      read  billed(cached)"
         "  billed(uncached)"
@@ -321,7 +338,8 @@ def _report(name: str, conversation: Conversation, specs: dict[str, AnalyzerSpec
         f"({'the same requests' if prompt_cached == prompt_plain else 'DIFFERENT requests'})"
     )
     print(
-        f"billed input tokens (write x1.25, read x0.1): {with_cache:.0f} with caching vs "
+        f"billed input tokens (5m write x1.25, 1h write x2, read x0.1): {with_cache:.0f} with "
+        f"caching vs "
         f"{without:.0f} uncached"
     )
     print(

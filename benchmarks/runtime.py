@@ -4,7 +4,7 @@ One analysis is `analyzers.run(follow_ups, conversation, ...)` with the built-in
 analyzer (next_steps and quality as companions, as the worker runs it) on the first 60 turns of
 `examples/conversations/long_technical_support.json`, through the real Anthropic adapter and SDK
 over HTTP to the fake Messages API. The fake answers with zero latency and exactly three model
-turns: thinking + `get_turns`, thinking + `record_follow_up`, a closing text.
+turns: thinking + `get_turns`, thinking + `record_output` (a follow_up), a closing text.
 
 The baseline makes the same three `client.messages.stream(...)` calls with a bare
 `anthropic.AsyncAnthropic` (built like the adapter's), replaying the request bodies the runtime
@@ -106,7 +106,7 @@ def three_turns(body: JSON) -> FakeReply:
                     "remotely; the customer works from home and is frustrated. That needs a "
                     "person today: a technician visit for a wired backhaul."
                 ),
-                ToolCall("record_follow_up", FOLLOW_UP),
+                ToolCall("record_output", {"output": "follow_up", **FOLLOW_UP}),
             ]
         )
     return FakeReply([Text("Recorded one high-priority follow-up: book a technician visit.")])

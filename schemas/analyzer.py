@@ -217,6 +217,12 @@ class AnalyzerSpec(Contract):
     trigger: AnalyzerTrigger = Field(default_factory=AnalyzerTrigger)
     instructions: NonEmptyText
     procedures: list[Name] = Field(default_factory=list)
+    review_procedures: bool = Field(
+        default=False,
+        description="Show the agent's procedures for this conversation (named in its event log, "
+        "or whose trigger matches it) as the standard to judge the agent against; the analyzer "
+        "does not follow them itself. For reviews such as `quality`.",
+    )
     tools: list[ToolRef] = Field(default_factory=list)
     outputs: list[OutputSpec] = Field(min_length=1)
     model: ModelSettings = Field(default_factory=ModelSettings)

@@ -18,13 +18,16 @@ class RecordedOutput(Contract):
 
     `unknown` is a first-class answer: the agent looked and the conversation does not say. Then
     `value` is null and `unknown_reason` says why. `evidence_turns` are the turn numbers (0-based
-    positions in the conversation's `turns`) the value rests on.
+    positions in the conversation's `turns`) the value rests on; `evidence_events` the event
+    numbers (0-based positions in its `events`), since the proof of a refund or a created record
+    lives in an event rather than in what was said.
     """
 
     value: Any = None
     unknown: bool = False
     unknown_reason: str | None = None
     evidence_turns: list[NonNegativeInt] = Field(default_factory=list)
+    evidence_events: list[NonNegativeInt] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unknown_has_no_value(self) -> RecordedOutput:
@@ -108,7 +111,11 @@ class AnalysisResult(Contract):
     status: RunStatus
     outputs: dict[str, list[RecordedOutput]] = Field(
         default_factory=dict,
-        description="Recorded values by output name; an output of cardinality one has at most one.",
+        description="Recorded values by output name. Every output the analyzer declares is "
+        "present, also on a failed run (holding what was recorded before the failure): an empty "
+        "list when nothing was recorded, whatever the cardinality; an output of cardinality one "
+        "has at most one value. So routing reads `size(outputs.x) > 0` and then "
+        "`outputs.x[0].value`, and never meets a missing key or a null.",
     )
     trace: list[ToolCallRecord] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)

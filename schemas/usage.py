@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, NonNegativeInt
+from pydantic import Field, NonNegativeInt, model_validator
 
 from schemas._base import Contract
 
@@ -12,12 +12,27 @@ class Usage(Contract):
 
     `input_tokens` counts only the uncached remainder of the prompt, as the Messages API reports
     it; the whole prompt is `input_tokens + cache_creation_input_tokens + cache_read_input_tokens`.
+    `cache_creation_1h_input_tokens` is the part of the cache writes made with a 1-hour lifetime
+    (the API's `cache_creation.ephemeral_1h_input_tokens`): they are billed at a higher rate than
+    5-minute writes.
     """
 
     input_tokens: NonNegativeInt = 0
     output_tokens: NonNegativeInt = 0
     cache_creation_input_tokens: NonNegativeInt = 0
     cache_read_input_tokens: NonNegativeInt = 0
+    cache_creation_1h_input_tokens: NonNegativeInt = Field(
+        default=0, description="Of cache_creation_input_tokens, those written with a 1-hour TTL."
+    )
+
+    @model_validator(mode="after")
+    def _one_hour_writes_are_writes(self) -> Usage:
+        if self.cache_creation_1h_input_tokens > self.cache_creation_input_tokens:
+            raise ValueError(
+                f"cache_creation_1h_input_tokens ({self.cache_creation_1h_input_tokens}) exceeds "
+                f"cache_creation_input_tokens ({self.cache_creation_input_tokens})"
+            )
+        return self
 
     @property
     def prompt_tokens(self) -> int:
@@ -32,6 +47,9 @@ class Usage(Contract):
                 self.cache_creation_input_tokens + other.cache_creation_input_tokens
             ),
             cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
+            cache_creation_1h_input_tokens=(
+                self.cache_creation_1h_input_tokens + other.cache_creation_1h_input_tokens
+            ),
         )
 
 

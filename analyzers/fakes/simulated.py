@@ -1,11 +1,13 @@
 """A stand-in analyst that plays a procedural agent's turns without a model.
 
 `posthoc demo` uses it when no API key is configured, so the whole pipeline runs end to end with
-plausible outputs. Tools named `record_*` are output-recording tools. Within a turn it:
+plausible outputs. posthoc offers one output-recording tool, `record_output`, and describes each
+output (with its input schema) in the brief; older layouts offered one `record_*` tool per output,
+which the analyst still plays. Within a turn it:
 
 1. thinks, and calls `get_turns` if that read-only tool is offered and not yet called;
-2. calls every `record_*` tool not yet recorded successfully, with input generated from the
-   tool's `input_schema` (strings quoted from the transcript, valid turn indices as evidence);
+2. records every output not yet recorded successfully, with input generated from its schema
+   (strings quoted from the transcript, valid turn indices as evidence);
 3. ends the turn with a short text.
 
 A `record_*` call answered with an error `tool_result` counts as not recorded, so the analyst
@@ -28,12 +30,14 @@ from analyzers.fakes.cache import canonical_json
 from analyzers.fakes.replies import JSON, FakeBlock, FakeReply, Text, Thinking, ToolCall
 
 RECORD_PREFIX = "record_"
+RECORD_OUTPUT = "record_output"
 READ_TOOL = "get_turns"
 _SENTENCE = re.compile(r"[^.!?\n]{12,}[.!?]?")
 # `[12] user 10:03:11: text` is how posthoc renders a turn (`conversation_tools.render_turn`);
 # `<transcript turns="40">` heads the transcript block.
 _TURN_MARKER = re.compile(r"(?m)^\s*\[(\d{1,5})\]")
 _TURN_COUNT = re.compile(r'<transcript[^>]*\bturns="(\d+)"')
+_EVENT_COUNT = re.compile(r'<events[^>]*\bcount="(\d+)"')
 _SPEAKER = re.compile(
     r"^\s*(?:\[e?\d+\]\s*)?(?:[a-z_]+(?:\s+\d{1,2}:\d{2}(?::\d{2})?)?\s*:\s*)?", re.I
 )
@@ -92,6 +96,8 @@ class _Context:
         markers = {int(match.group(1)) for match in _TURN_MARKER.finditer(joined)}
         count = int(declared.group(1)) if declared else len(markers)
         self.turns = max(1, count)
+        events = _EVENT_COUNT.search(joined)
+        self.events = int(events.group(1)) if events else 0
         self.rng = rng
 
     def sentence(self) -> str:
@@ -149,6 +155,8 @@ def _integer(schema: JSON, ctx: _Context, root: JSON, name: str) -> int:
     high = math.floor(high_bound) if high_bound is not None else low + 5
     if "turn" in name.lower():  # evidence: a valid index into the transcript's turns
         low, high = max(low, 0), min(high, ctx.turns - 1)
+    elif "event" in name.lower():  # evidence: a valid index into the event log
+        low, high = max(low, 0), min(high, ctx.events - 1)
     return ctx.rng.randint(low, max(low, high))
 
 
@@ -195,7 +203,10 @@ def _object(schema: JSON, ctx: _Context, root: JSON, name: str) -> JSON:
 
 
 def _array(schema: JSON, ctx: _Context, root: JSON, name: str) -> list[object]:
-    """As few items as allowed, at least one; distinct when `uniqueItems` asks for it."""
+    """As few items as allowed, at least one (none for event evidence when there are no
+    events); distinct when `uniqueItems` asks for it."""
+    if "event" in name.lower() and ctx.events == 0:
+        return []
     count = max(1, int(schema.get("minItems", 1)))
     maximum = schema.get("maxItems")
     if isinstance(maximum, int):
@@ -289,6 +300,8 @@ def simulated_analyst(body: JSON) -> FakeReply:
     asked = _procedure_request(messages)
     if asked is not None:
         return FakeReply([*content, _procedure_answer(asked, ctx)])
+    if RECORD_OUTPUT in names:
+        return _record_through_one_tool(messages, content, ctx)
     own = _own_outputs(messages)
     pending = [
         tool
@@ -305,6 +318,49 @@ def simulated_analyst(body: JSON) -> FakeReply:
     recorded = sorted(name for name in succeeded if name.startswith(RECORD_PREFIX))
     summary = ", ".join(recorded) if recorded else "nothing to record"
     return FakeReply([Text(f"I reviewed the conversation and recorded: {summary}.")])
+
+
+# posthoc's brief describes each output the analyzer records through `record_output` as a
+# `### name (...)` heading followed by an `Input schema (besides output): {...}` line.
+_OUTPUT_SECTION = re.compile(
+    r"(?m)^### (\w+) \(.*\n(?:.*\n)*?Input schema \(besides output\): (.*)$"
+)
+
+
+def _record_through_one_tool(
+    messages: list[JSON], content: list[FakeBlock], ctx: _Context
+) -> FakeReply:
+    schemas: dict[str, JSON] = {}
+    for message in messages[:1]:
+        for text in _user_texts(message):
+            for match in _OUTPUT_SECTION.finditer(text):
+                schemas[match.group(1)] = json.loads(match.group(2))
+    done = _outputs_recorded(messages)
+    pending = [name for name in schemas if name not in done]
+    for name in pending:
+        arguments = _as_object(generate(schemas[name], ctx))
+        content.append(ToolCall(RECORD_OUTPUT, {"output": name, **arguments}))
+    if pending:
+        return FakeReply(content)
+    summary = ", ".join(sorted(done)) if done else "nothing to record"
+    return FakeReply([Text(f"I reviewed the conversation and recorded: {summary}.")])
+
+
+def _outputs_recorded(messages: list[JSON]) -> set[str]:
+    """Output names recorded through `record_output` with a successful result."""
+    calls: dict[str, str] = {}
+    failed: set[str] = set()
+    for message in messages:
+        for block in message.get("content") or []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "tool_use" and block.get("name") == RECORD_OUTPUT:
+                arguments = block.get("input")
+                if isinstance(arguments, dict):
+                    calls[str(block.get("id"))] = str(arguments.get("output"))
+            elif block.get("type") == "tool_result" and block.get("is_error"):
+                failed.add(str(block.get("tool_use_id")))
+    return {name for tool_id, name in calls.items() if tool_id not in failed}
 
 
 # posthoc's brief lists the analyzer's own outputs as `- record_x: ...` lines; the tool list

@@ -156,6 +156,10 @@ def _usage(usage: anthropic.types.Usage) -> Usage:
         output_tokens=usage.output_tokens,
         cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
         cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+        # Priced higher than 5-minute writes: keep the split the API reports.
+        cache_creation_1h_input_tokens=(
+            usage.cache_creation.ephemeral_1h_input_tokens if usage.cache_creation else 0
+        ),
     )
 
 

@@ -317,17 +317,19 @@ def thinking_params(
     return params
 
 
-def cost_of(model: str, usage: Usage, *, cache_write_ttl: Literal["5m", "1h"] = "5m") -> Cost:
+def cost_of(model: str, usage: Usage) -> Cost:
     """What `usage` cost on `model` at standard (non-batch) rates.
 
-    `Usage` does not split cache writes by lifetime, so every write is priced at the
-    `cache_write_ttl` rate (5 minutes, the default breakpoint lifetime, unless told otherwise).
+    Cache writes are priced by their lifetime, as the API reports them: 1-hour writes at the
+    1-hour rate (2x base input), the rest at the 5-minute rate (1.25x).
     """
     prices = profile_for(model).prices
-    write_rate = prices.cache_write_5m if cache_write_ttl == "5m" else prices.cache_write_1h
+    one_hour = usage.cache_creation_1h_input_tokens
+    five_minutes = usage.cache_creation_input_tokens - one_hour
     return Cost(
         input_usd=usage.input_tokens * prices.input / _M,
         output_usd=usage.output_tokens * prices.output / _M,
-        cache_write_usd=usage.cache_creation_input_tokens * write_rate / _M,
+        cache_write_usd=(five_minutes * prices.cache_write_5m + one_hour * prices.cache_write_1h)
+        / _M,
         cache_read_usd=usage.cache_read_input_tokens * prices.cache_read / _M,
     )

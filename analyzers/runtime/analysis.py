@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from analyzers.errors import PermanentModelError, RunFailed, TransientModelError
 from analyzers.model.profiles import cost_of, profile_for
 from analyzers.model.protocol import ModelClient, ModelRequest
+from analyzers.procedures.matching import in_scope, procedure_applies
 from analyzers.procedures.selection import Selection, select_procedures
 from analyzers.procedures.tools import DecideConditionTool, ProvideParametersTool
 from analyzers.runtime.output_tools import OutputRecorder
@@ -28,8 +29,8 @@ from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure
 from schemas.procedure_execution import ProcedureExecution
-from schemas.result import AnalysisResult, Provenance, RunError, Timings
-from schemas.usage import Cost, Usage
+from schemas.result import AnalysisResult, Provenance, RecordedOutput, RunError, Timings
+from schemas.usage import Usage
 
 POSTHOC_VERSION = "0.1.0"
 PROMPT_RESERVE_TOKENS = 24_000
@@ -52,9 +53,10 @@ async def run(
     `procedures` are the candidates for the names `spec` lists (the caller resolves them by
     tenant); which apply is decided by `analyzers.procedures.selection` (one cheap model call
     when only a trigger description can tell), and the result's `procedures` records, for every
-    name, whether it applied, why, and what its steps did. `companions`
-    are the other analyzers that will run on the same conversation: their tools are listed too
-    (not callable) so every analyzer of the conversation shares one cached prompt prefix.
+    name, whether it applied, why, and what its steps did. `companions` are the other analyzers
+    that will run on the same conversation; they no longer shape the prompt (no analyzer is
+    offered another's tools: the shared prefix comes from one shared `record_output` tool), and
+    the parameter stays for callers.
 
     A run that cannot succeed returns a `failed` result with the reason. Transient model
     failures (rate limits, overload, timeouts) raise `TransientModelError` so the caller can
@@ -62,9 +64,9 @@ async def run(
     """
     options = options or RunOptions()
     started_at = options.now()
-    session: Session | None = None
+    # Every attempt made, in order: the result is the last one's, but all of them were billed.
+    attempts: list[Session] = []
     error: RunError | None = None
-    spent, turns_spent = Usage(), 0
     # Identifies the conversation's rendering (shared by its analyzers) and the result's
     # provenance: computed once.
     digest = conversation.content_hash()
@@ -76,10 +78,7 @@ async def run(
         model_id=spec.model.id or options.default_model,
         timeout_seconds=spec.model.timeout_seconds,
     )
-    # The description check (when one was needed) is billed to the run like any other turn.
-    spent, turns_spent = spent + selection.usage, turns_spent + selection.model_turns
     runners: list[ProcedureRunner] = []
-    counted: Session | None = None  # the session whose usage is already in `spent`
     # The second attempt only happens when the model reports that the prompt overflowed its
     # context window: it then reads a smaller window of the conversation.
     for keep_last in (None, max(len(conversation.turns) // 4, 8)):
@@ -89,12 +88,9 @@ async def run(
             session = _open_session(
                 spec, conversation, digest, model, companions, view, options, selection
             )
-            await _drive(session, spec, selection, runners)
+            attempts.append(session)
+            await _drive(session, spec, conversation, procedures, selection, runners)
         except ContextOverflow:
-            # What the overflowing attempt spent is still billed: carry it into the result.
-            if session is not None:
-                spent, turns_spent = spent + session.usage, turns_spent + session.model_turns
-                counted = session
             error = RunError(
                 type="context_window_exceeded",
                 message="the prompt did not fit the model's context window, even with the "
@@ -102,9 +98,9 @@ async def run(
             )
             continue
         except TransientModelError as exc:
-            # The caller retries the run later; what this attempt spent is billed all the same.
-            live = session.usage if session is not None and session is not counted else Usage()
-            exc.usage = spent + live
+            # The caller retries the run later; what its attempts (and the description check)
+            # spent is billed all the same.
+            exc.usage = sum((attempt.usage for attempt in attempts), selection.usage)
             exc.cost = cost_of(spec.model.id or options.default_model, exc.usage)
             raise
         except RunFailed as exc:
@@ -114,18 +110,36 @@ async def run(
         else:
             error = None
         break
-    result = _result(spec, conversation, digest, session, options, started_at, error)
-    result = result.model_copy(update={"procedures": _procedure_records(selection, runners)})
-    if turns_spent:
-        usage = result.usage + spent
-        result = result.model_copy(
-            update={
-                "usage": usage,
-                "cost": cost_of(result.model or options.default_model, usage),
-                "model_turns": result.model_turns + turns_spent,
-            }
-        )
-    return result
+    result = _result(spec, conversation, digest, attempts, selection, options, started_at, error)
+    return result.model_copy(update={"procedures": _procedure_records(selection, runners)})
+
+
+READ_THEN_RECORD = (
+    "Start by reading the whole conversation above, its last turns and its event log included, "
+    "and think about what it shows before you decide anything. Only then record your outputs, "
+    "each item once, and end your turn with a one-line summary."
+)
+"""Closes the first message: reading comes before recording (a model asked for outputs first
+tends to answer from the opening turns)."""
+
+
+def _procedures_to_review(
+    spec: AnalyzerSpec, conversation: Conversation, procedures: Sequence[Procedure]
+) -> list[Procedure]:
+    """For an analyzer that reviews the agent: the agent's procedures for this conversation,
+    newest version of each, by name. Named in the event log (and in scope), or matched by
+    scope, conditions or patterns (no model call: a review does not pay for the check)."""
+    if not spec.review_procedures:
+        return []
+    named = {event.procedure_name for event in conversation.events if event.procedure_name}
+    newest: dict[str, Procedure] = {}
+    for procedure in procedures:
+        named_here = procedure.name in named and in_scope(procedure, conversation) is None
+        if named_here or procedure_applies(procedure, conversation).applies is True:
+            known = newest.get(procedure.name)
+            if known is None or procedure.version > known.version:
+                newest[procedure.name] = procedure
+    return [newest[name] for name in sorted(newest)]
 
 
 def _procedure_records(
@@ -166,29 +180,26 @@ def _open_session(
     options: RunOptions,
     selection: Selection,
 ) -> Session:
-    recorder = OutputRecorder(spec.outputs, len(conversation.turns))
+    recorder = OutputRecorder(spec.outputs, len(conversation.turns), len(conversation.events))
     coverage = ReadCoverage(len(conversation.turns))
     for shown in view.shown(len(conversation.turns)):
         if len(shown):
             coverage.mark(shown.start, shown.stop - 1)
-    everyone = [spec, *companions]
-    tools: dict[str, Tool] = {}
-    for analyzer in everyone:
-        for tool in builtin_tools([t for t in analyzer.tools if isinstance(t, str)]):
-            tools[tool.name] = tool
-        for http_tool in analyzer.http_tools():
-            tools.setdefault(http_tool.name, HttpToolRunner(http_tool))
-    for tool in output_tools(spec, companions, recorder):
-        tools[tool.name] = tool
-    allowed = {*spec.tool_names(), *(o.tool_name for o in spec.outputs)}
-    if any(analyzer.procedures for analyzer in everyone):
-        # Listed whenever any analyzer of the conversation has procedures, so the tool list
-        # (the start of the cached prefix) is the same for all of them.
+    # Only what this analyzer may call is offered. The three built-ins (same readers, one
+    # shared `record_output`) so send the same tool list, which starts the cached prefix; an
+    # analyzer with HTTP tools or procedures has its own prefix.
+    tools: dict[str, Tool] = {
+        tool.name: tool for tool in builtin_tools([t for t in spec.tools if isinstance(t, str)])
+    }
+    for http_tool in spec.http_tools():
+        tools[http_tool.name] = HttpToolRunner(http_tool)
+    record, aliases = output_tools(spec, recorder)
+    tools[record.name] = record
+    if spec.procedures:
         structured = {p.name: p for p in selection.applied if p.form == "structured"}
         procedure_tools: list[Tool] = [ProvideParametersTool(structured), DecideConditionTool()]
         tools.update({tool.name: tool for tool in procedure_tools})
-        if spec.procedures:
-            allowed |= {tool.name for tool in procedure_tools}
+    allowed = {*tools, *(alias.name for alias in aliases)}
     text = render_conversation(conversation, view, content_hash=digest)
     system = system_blocks(text, cache_ttl=options.cache_ttl)
     return Session(
@@ -202,19 +213,24 @@ def _open_session(
         coverage=coverage,
         options=options,
         view=view,
+        aliases=aliases,
     )
 
 
 async def _drive(
     session: Session,
     spec: AnalyzerSpec,
+    conversation: Conversation,
+    procedures: Sequence[Procedure],
     selection: Selection,
     runners: list[ProcedureRunner],
 ) -> None:
     chosen = selection.applied
     free_form = [p for p in chosen if p.form == "free_form"]
     structured = [p for p in chosen if p.form == "structured"]
-    pending: list[JSON] = [_text(brief(spec, free_form, structured, spec.tool_names()))]
+    reviewed = _procedures_to_review(spec, conversation, procedures)
+    task = brief(spec, free_form, structured, spec.tool_names(), reviewed=reviewed)
+    pending: list[JSON] = [_text(task)]
     note = _not_applying_note(spec, selection)
     if note is not None:
         pending.append(_text(note))
@@ -222,7 +238,7 @@ async def _drive(
         runner = ProcedureRunner(session, procedure)
         runners.append(runner)
         pending = await runner.run(pending)
-    pending.append(_text("Now record your outputs with the record_* tools, then end your turn."))
+    pending.append(_text(READ_THEN_RECORD))
     await session.converse(pending)
     for _nudge in range(spec.model.max_nudges):
         missing = session.recorder.missing_required()
@@ -308,12 +324,17 @@ def _result(
     spec: AnalyzerSpec,
     conversation: Conversation,
     digest: str,
-    session: Session | None,
+    attempts: Sequence[Session],
+    selection: Selection,
     options: RunOptions,
     started_at: datetime,
     error: RunError | None,
 ) -> AnalysisResult:
     model_id = spec.model.id or options.default_model
+    session = attempts[-1] if attempts else None
+    # Each attempt's spend counts once, the overflowing ones included (they were billed), and
+    # so does the procedure description check when one was needed.
+    usage = sum((attempt.usage for attempt in attempts), selection.usage)
     # Honest truncation: part of the conversation was left out of the prompt and the agent did
     # not read it through its tools either.
     truncated = bool(
@@ -326,17 +347,17 @@ def _result(
         analyzer=spec.name,
         analyzer_version=spec.version,
         status="failed" if error else "succeeded",
-        outputs=dict(session.recorder.recorded) if session and not error else {},
-        trace=list(session.trace) if session else [],
-        usage=session.usage if session else Usage(),
-        cost=session.cost if session else Cost(),
+        outputs=every_output(spec, session.recorder.recorded if session else {}),
+        trace=[record for attempt in attempts for record in attempt.trace],
+        usage=usage,
+        cost=cost_of(model_id, usage),
         model=model_id,
-        model_turns=session.model_turns if session else 0,
+        model_turns=sum(attempt.model_turns for attempt in attempts) + selection.model_turns,
         timings=Timings(
             started_at=started_at,
             finished_at=options.now(),
-            model_seconds=session.model_seconds if session else 0.0,
-            tool_seconds=session.tool_seconds if session else 0.0,
+            model_seconds=sum(attempt.model_seconds for attempt in attempts),
+            tool_seconds=sum(attempt.tool_seconds for attempt in attempts),
         ),
         truncated=truncated,
         error=error,
@@ -352,3 +373,11 @@ def _result(
 
 def _text(text: str) -> JSON:
     return {"type": "text", "text": text}
+
+
+def every_output(
+    spec: AnalyzerSpec, recorded: Mapping[str, Sequence[RecordedOutput]]
+) -> dict[str, list[RecordedOutput]]:
+    """Every output the analyzer declares, in its order, each a list (empty when nothing was
+    recorded), so routing conditions such as `size(outputs.x) > 0` never meet a missing key."""
+    return {output.name: list(recorded.get(output.name, ())) for output in spec.outputs}

@@ -1,21 +1,29 @@
-"""Output-recording tools: how an agent hands over its structured results.
+"""Output recording: how an agent hands over its structured results.
 
-Each `OutputSpec` becomes a tool `record_<name>` whose input wraps the output's value schema with
-the evidence (turn numbers) and the `unknown` answer. The API can enforce the schema (`strict`)
-only for a subset of JSON Schema, so every input is re-validated here and problems go back to the
-model as an error tool_result that lists them.
+The model is offered one tool, `record_output`, the same for every analyzer, so the tool list (the
+start of the cached prompt prefix) is shared by every analyzer of a conversation while none is
+offered another analyzer's outputs. Its input names the output and carries that output's
+recording input: the value (per the output's schema), or `unknown` with a reason, and the
+evidence (turn and event numbers). Each output's recording schema is written into the analyzer's
+own brief (`recording_schema`). A call to `record_<name>` for one of the analyzer's own outputs is
+still accepted (`OutputTool`), so a model that names the output's tool directly is not refused.
+Every input is validated here and problems go back to the model as an error tool_result that
+lists them.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from pydantic import ValidationError
 
 from analyzers.tools.base import JSON, ToolContext, ToolKind, ToolOutcome
 from schemas.analyzer import OutputSpec
+from schemas.outputs import OUTPUT_MODELS
 from schemas.result import RecordedOutput
 
 # Keywords the Messages API's strict tool mode accepts (reference/anthropic-api.md section 2).
@@ -72,6 +80,11 @@ def _cached_validator(output_json: str) -> Draft202012Validator:
     return Draft202012Validator(_recording_schema(output_json))
 
 
+def recording_schema(output: OutputSpec) -> JSON:
+    """The recording input of `output` (value or unknown, and evidence), besides `output`."""
+    return _recording_schema(output.model_dump_json())
+
+
 @functools.lru_cache(maxsize=512)
 def _recording_schema(output_json: str) -> JSON:
     # The input schema of `record_<name>`: the value (or unknown) plus evidence turns. Keyed by
@@ -98,6 +111,12 @@ def _recording_schema(output_json: str) -> JSON:
                 "items": {"type": "integer"},
                 "description": "Numbers of the transcript turns this rests on, as shown in [n].",
             },
+            "evidence_events": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "description": "Numbers of the events this rests on, as shown in [eN] (give N): "
+                "a refund issued, a record created, a tool that failed.",
+            },
         },
         "required": ["evidence_turns"],
         "additionalProperties": False,
@@ -113,6 +132,7 @@ class OutputRecorder:
 
     outputs: list[OutputSpec]
     turn_count: int
+    event_count: int
     recorded: dict[str, list[RecordedOutput]] = field(default_factory=dict)
     invalid_attempts: int = 0
 
@@ -140,8 +160,18 @@ class OutputRecorder:
             unknown=unknown,
             unknown_reason=arguments.get("unknown_reason") if unknown else None,
             evidence_turns=sorted(set(arguments.get("evidence_turns", []))),
+            evidence_events=sorted(set(arguments.get("evidence_events", []))),
         )
         existing = self.recorded.setdefault(output.name, [])
+        if output.cardinality == "many" and not unknown:
+            for number, earlier in enumerate(existing):
+                if _same_item(earlier.value, value.value):
+                    # Refused without counting as invalid: the item is already in the result.
+                    return ToolOutcome(
+                        f"Not recorded: this is the same item as {output.name} number "
+                        f"{number + 1} already recorded. Record each item once.",
+                        is_error=True,
+                    )
         if output.cardinality == "one" and existing:
             existing[:] = [value]
             return ToolOutcome(f"Recorded {output.name}, replacing the earlier value.")
@@ -162,17 +192,48 @@ class OutputRecorder:
             problems.append("unknown_reason: say why the answer cannot be told")
         if not unknown and "value" not in arguments:
             problems.append("value: required unless unknown is true")
-        out_of_range = [
-            turn
-            for turn in arguments.get("evidence_turns", [])
-            if isinstance(turn, int) and not 0 <= turn < self.turn_count
-        ]
-        if out_of_range:
-            problems.append(
-                f"evidence_turns: {out_of_range} are not turn numbers of this conversation "
-                f"(0 to {self.turn_count - 1})"
-            )
+        if not problems and not unknown and output.model is not None:
+            # A named model may have rules JSON Schema cannot say (`team` when owner is other).
+            problems += _model_problems(output.model, arguments.get("value"))
+        problems += _out_of_range(arguments, "evidence_turns", "turn", self.turn_count)
+        problems += _out_of_range(arguments, "evidence_events", "event", self.event_count)
         return problems
+
+
+def _model_problems(model_name: str, value: Any) -> list[str]:
+    try:
+        OUTPUT_MODELS[model_name].model_validate(value)
+    except ValidationError as exc:
+        return [f"value: {error['msg'].removeprefix('Value error, ')}" for error in exc.errors()]
+    return []
+
+
+def _same_item(first: Any, second: Any) -> bool:
+    """Whether two values are the same item, ignoring case and spacing in their texts."""
+    return bool(_normalised(first) == _normalised(second))
+
+
+def _normalised(value: Any) -> Any:
+    if isinstance(value, str):
+        return " ".join(value.casefold().split())
+    if isinstance(value, dict):
+        return {key: _normalised(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_normalised(item) for item in value]
+    return value
+
+
+def _out_of_range(arguments: JSON, key: str, what: str, count: int) -> list[str]:
+    cited = arguments.get(key, [])
+    if not isinstance(cited, list):  # the schema check already reports the wrong type
+        return []
+    wrong = [
+        n for n in cited if isinstance(n, int) and not isinstance(n, bool) and not 0 <= n < count
+    ]
+    if not wrong:
+        return []
+    valid = f"0 to {count - 1}" if count else f"it has no {what}s"
+    return [f"{key}: {wrong} are not {what} numbers of this conversation ({valid})"]
 
 
 def _path(parts: Any) -> str:
@@ -227,3 +288,64 @@ def _definition(output_json: str) -> JSON:
     if strict_compatible(schema):
         definition["strict"] = True
     return definition
+
+
+RECORD_OUTPUT = "record_output"
+"""The one output-recording tool the model is offered."""
+
+_RECORD_OUTPUT_DEFINITION: JSON = {
+    "name": RECORD_OUTPUT,
+    "description": "Record one of the outputs your brief lists. Set output to its name and give "
+    "the rest of the input as that output's input schema in the brief says: value (or unknown "
+    "true with unknown_reason) and evidence_turns, plus evidence_events when an event proves "
+    "it. Each call is checked; a rejected call lists what to fix.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "output": {"type": "string", "description": "The output's name, as in your brief."},
+            "value": {"description": "The value, shaped as the output's schema says."},
+            "unknown": {"type": "boolean"},
+            "unknown_reason": {"type": "string"},
+            "evidence_turns": {"type": "array", "items": {"type": "integer"}},
+            "evidence_events": {"type": "array", "items": {"type": "integer"}},
+        },
+        "required": ["output", "evidence_turns"],
+    },
+}
+
+
+@dataclass(frozen=True)
+class RecordOutputTool:
+    """`record_output`, bound to one run's outputs and recorder."""
+
+    outputs: tuple[OutputSpec, ...]
+    recorder: OutputRecorder
+
+    @property
+    def name(self) -> str:
+        """Always `record_output`."""
+        return RECORD_OUTPUT
+
+    @property
+    def kind(self) -> ToolKind:
+        """Output tools are traced as `output`."""
+        return "output"
+
+    def definition(self) -> JSON:
+        """One definition for every analyzer (a shared prompt prefix). Not strict: the value's
+        shape differs per output, so every input is validated here instead."""
+        return copy.deepcopy(_RECORD_OUTPUT_DEFINITION)
+
+    async def call(self, arguments: JSON, context: ToolContext) -> ToolOutcome:
+        """Record the value for the named output, validated against that output's schema."""
+        name = arguments.get("output")
+        output = next((o for o in self.outputs if o.name == name), None)
+        if output is None:
+            own = ", ".join(o.name for o in self.outputs)
+            self.recorder.invalid_attempts += 1
+            return ToolOutcome(
+                f"Not recorded: output must name one of your outputs ({own}), not {name!r}.",
+                is_error=True,
+            )
+        rest = {key: value for key, value in arguments.items() if key != "output"}
+        return self.recorder.record(output, rest)

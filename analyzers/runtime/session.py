@@ -19,7 +19,7 @@ from typing import Any
 from analyzers.errors import RunFailed
 from analyzers.model.profiles import cost_of
 from analyzers.model.protocol import ModelClient, ModelRequest, ModelTurn
-from analyzers.runtime.output_tools import OutputRecorder, OutputTool
+from analyzers.runtime.output_tools import OutputRecorder, OutputTool, RecordOutputTool
 from analyzers.runtime.prompt import ConversationView
 from analyzers.tools.base import JSON, HttpTransport, ReadCoverage, Tool, ToolContext, ToolOutcome
 from schemas.analyzer import AnalyzerSpec
@@ -71,6 +71,7 @@ class Session:
         system: list[JSON],
         tools: Sequence[Tool],
         allowed: set[str],
+        aliases: Sequence[Tool] = (),
         recorder: OutputRecorder,
         coverage: ReadCoverage,
         options: RunOptions,
@@ -82,7 +83,8 @@ class Session:
         self.model = model
         self.model_id = spec.model.id or options.default_model
         self.system = system
-        self.tools = {tool.name: tool for tool in tools}
+        # Offered tools are sent to the model; aliases may be called but are not offered.
+        self.tools = {tool.name: tool for tool in [*aliases, *tools]}
         self.tool_definitions = [tool.definition() for tool in sorted(tools, key=lambda t: t.name)]
         self.allowed = allowed
         self.recorder = recorder
@@ -244,7 +246,7 @@ class Session:
         if tool is None or name not in self.allowed:
             outcome = ToolOutcome(
                 f"Tool {name!r} is not available to this analyzer; use only: "
-                f"{sorted(self.allowed)}.",
+                f"{sorted(self.allowed & {d['name'] for d in self.tool_definitions})}.",
                 is_error=True,
             )
             kind = "builtin" if tool is None else tool.kind
@@ -274,17 +276,11 @@ class Session:
         return outcome
 
 
-def output_tools(
-    spec: AnalyzerSpec, companions: Sequence[AnalyzerSpec], recorder: OutputRecorder
-) -> list[Tool]:
-    """This analyzer's output tools, and its companions' (listed, not callable, for caching)."""
-    tools: dict[str, Tool] = {}
-    for companion in companions:
-        for output in companion.outputs:
-            tools[output.tool_name] = OutputTool(output, None)
-    for output in spec.outputs:
-        tools[output.tool_name] = OutputTool(output, recorder)
-    return list(tools.values())
+def output_tools(spec: AnalyzerSpec, recorder: OutputRecorder) -> tuple[Tool, list[Tool]]:
+    """`record_output` (offered), and the per-output `record_<name>` aliases (callable, not
+    offered) of this analyzer's own outputs."""
+    offered = RecordOutputTool(tuple(spec.outputs), recorder)
+    return offered, [OutputTool(output, recorder) for output in spec.outputs]
 
 
 def _with_moving_breakpoint(messages: list[JSON]) -> list[JSON]:

@@ -30,6 +30,7 @@ from analyzers.fakes import (
     simulated_analyst,
 )
 from analyzers.model.anthropic import AnthropicModel, build_anthropic_model
+from analyzers.model.profiles import cost_of, profile_for
 from analyzers.model.protocol import ModelRequest, ModelTurn, StopReason
 
 T = TypeVar("T")
@@ -502,6 +503,36 @@ def test_a_shared_transcript_prefix_is_cached_across_calls(fake: Served) -> None
     assert second.usage.cache_creation_input_tokens == 0
     assert second.usage.input_tokens < 20
     assert first.usage.prompt_tokens == second.usage.prompt_tokens
+
+
+def test_cache_writes_are_reported_by_lifetime(fake: Served) -> None:
+    """A 1-hour breakpoint on the transcript and a 5-minute one after it: the turn's usage says
+    how many of the written tokens live an hour, so they can be priced at the 1-hour rate."""
+    fake.api.script([FakeReply()])
+    system: list[JSON] = [
+        {"type": "text", "text": "You analyse finished conversations."},
+        {"type": "text", "text": TRANSCRIPT, "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+    ]
+    question = {
+        "type": "text",
+        "text": "Long brief. " * 400,
+        "cache_control": {"type": "ephemeral"},
+    }
+    request = replace(REQUEST, system=system, messages=[{"role": "user", "content": [question]}])
+
+    (turn,) = with_model(fake.base_url, lambda model: _one(model, request))
+
+    assert 0 < turn.usage.cache_creation_1h_input_tokens < turn.usage.cache_creation_input_tokens
+    one_hour = turn.usage.cache_creation_1h_input_tokens
+    five_minutes = turn.usage.cache_creation_input_tokens - one_hour
+    prices = profile_for(REQUEST.model).prices
+    assert cost_of(REQUEST.model, turn.usage).cache_write_usd == pytest.approx(
+        (one_hour * prices.cache_write_1h + five_minutes * prices.cache_write_5m) / 1_000_000
+    )
+
+
+async def _one(model: AnthropicModel, request: ModelRequest) -> list[ModelTurn]:
+    return [await model.complete(request)]
 
 
 def test_a_short_prefix_is_not_cached(fake: Served) -> None:

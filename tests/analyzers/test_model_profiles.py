@@ -186,8 +186,23 @@ def test_cost_splits_the_bill_the_way_the_provider_does() -> None:
     assert cost.cache_write_usd == pytest.approx(0.5)
     assert cost.cache_read_usd == pytest.approx(0.4)
     assert cost.total_usd == pytest.approx(3.9)
-    one_hour = cost_of("claude-sonnet-5-5", usage, cache_write_ttl="1h")
-    assert one_hour.cache_write_usd == pytest.approx(0.8)
+
+
+def test_cache_writes_are_priced_by_their_lifetime() -> None:
+    """1-hour writes cost 2x base input, 5-minute writes 1.25x (reference section 4)."""
+    usage = Usage(cache_creation_input_tokens=200_000, cache_creation_1h_input_tokens=150_000)
+
+    cost = cost_of("claude-sonnet-5-5", usage)
+
+    assert cost.cache_write_usd == pytest.approx(0.05 * 2.5 + 0.15 * 4.0)
+    for profile in PROFILES.values():
+        assert profile.prices.cache_write_5m == pytest.approx(1.25 * profile.prices.input)
+        assert profile.prices.cache_write_1h == pytest.approx(2.0 * profile.prices.input)
+
+
+def test_usage_cannot_claim_more_one_hour_writes_than_writes() -> None:
+    with pytest.raises(ValueError, match="cache_creation_1h_input_tokens"):
+        Usage(cache_creation_input_tokens=10, cache_creation_1h_input_tokens=11)
 
 
 def test_an_unknown_model_is_priced_at_the_most_expensive_known_rates() -> None:

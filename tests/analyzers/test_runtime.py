@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from analyzers.errors import PermanentModelError, TransientModelError
+from analyzers.model.profiles import cost_of
 from analyzers.runtime.session import RunOptions
 from analyzers.testing import ScriptedModel, reply, text, thinking, tool_call
 from schemas import AnalyzerSpec, Usage
@@ -80,7 +81,7 @@ def test_tool_choice_is_never_forced_and_tools_are_sorted() -> None:
 
     names = [tool["name"] for tool in model.requests[0].tools]
     assert names == sorted(names)
-    assert "record_follow_up" in names
+    assert names == ["get_turns", "record_output", "search_conversation"]
     assert not hasattr(model.requests[0], "tool_choice")
 
 
@@ -121,7 +122,66 @@ def test_invalid_outputs_beyond_the_budget_fail_the_run() -> None:
     assert result.status == "failed"
     assert result.error is not None
     assert result.error.type == "invalid_outputs"
-    assert result.outputs == {}
+    assert result.outputs == {"follow_up": []}, "declared, nothing valid recorded"
+
+
+def test_every_declared_output_is_present_even_when_nothing_was_recorded() -> None:
+    """A routing condition reads `outputs.x` without first asking whether it exists."""
+    result = run(builtin_analyzer("follow_ups"), conversation(), ScriptedModel([reply(text("."))]))
+    assert result.status == "succeeded"
+    assert result.outputs == {"follow_up": []}
+
+
+def test_a_failed_run_keeps_what_it_recorded_before_failing() -> None:
+    """The outputs recorded before a failure are delivered with the failure, not dropped."""
+    spec = with_model(builtin_analyzer("follow_ups"), max_turns=2)
+    model = ScriptedModel(
+        [
+            reply(tool_call("record_follow_up", {"value": FOLLOW_UP, "evidence_turns": [1]})),
+            reply(tool_call("get_turns", {"first": 0, "last": 0})),
+        ]
+    )
+    result = run(spec, conversation(), model)
+
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.type == "turn_limit"
+    assert [recorded.value for recorded in result.outputs["follow_up"]] == [FOLLOW_UP]
+
+
+def test_evidence_can_cite_events_and_is_checked_like_turns() -> None:
+    """Proof of a refund lives in an event: outputs cite events by number, and a number the
+    conversation does not have goes back to the model naming the field."""
+    refund = {"type": "tool_call", "name": "refund_issue", "succeeded": True, "turn_index": 2}
+    conv = conversation(events=[refund])
+    model = ScriptedModel(
+        [
+            reply(
+                tool_call(
+                    "record_follow_up",
+                    {"value": FOLLOW_UP, "evidence_turns": [2], "evidence_events": [0, 4]},
+                )
+            ),
+            reply(
+                tool_call(
+                    "record_follow_up",
+                    {"value": FOLLOW_UP, "evidence_turns": [2], "evidence_events": [0]},
+                )
+            ),
+            reply(text("Recorded.")),
+        ]
+    )
+    result = run(builtin_analyzer("follow_ups"), conv, model)
+
+    feedback = model.requests[1].messages[-1]["content"][0]
+    assert feedback["is_error"] is True
+    assert (
+        "evidence_events: [4] are not event numbers of this conversation (0 to 0)"
+        in (feedback["content"])
+    )
+    (recorded,) = result.outputs["follow_up"]
+    assert recorded.evidence_events == [0]
+    assert recorded.evidence_turns == [2]
 
 
 def test_missing_required_output_is_asked_for_again() -> None:
@@ -301,6 +361,28 @@ def test_context_window_exceeded_twice_fails() -> None:
     assert result.error.type == "context_window_exceeded"
 
 
+def test_context_window_exceeded_twice_counts_each_attempt_once() -> None:
+    """Both overflowing attempts are billed, each exactly once (the second used to be added
+    twice: once carried over, once as the result's own session)."""
+    first = reply(
+        stop_reason="model_context_window_exceeded",
+        usage=Usage(input_tokens=1_000, output_tokens=0, cache_creation_input_tokens=300),
+    )
+    second = reply(
+        stop_reason="model_context_window_exceeded",
+        usage=Usage(input_tokens=10, output_tokens=0, cache_read_input_tokens=7),
+    )
+    result = run(
+        builtin_analyzer("follow_ups"), conversation(turns=60), ScriptedModel([first, second])
+    )
+    assert result.status == "failed"
+    assert result.model_turns == 2
+    assert result.usage == Usage(
+        input_tokens=1_010, cache_creation_input_tokens=300, cache_read_input_tokens=7
+    )
+    assert result.cost == cost_of(result.model or "", result.usage)
+
+
 def test_turn_limit_fails_the_run() -> None:
     """A run that would need more model turns than max_turns fails with turn_limit."""
     spec = with_model(builtin_analyzer("follow_ups"), max_turns=2)
@@ -375,10 +457,57 @@ def test_companions_share_the_prompt_prefix_but_not_their_tools() -> None:
 
     assert first.requests[0].tools == second.requests[0].tools
     assert first.requests[0].system == second.requests[0].system
+    offered = [tool["name"] for tool in first.requests[0].tools]
+    assert "record_quality_assessment" not in offered, "a companion's output is not offered"
     refused = first.requests[1].messages[-1]["content"][0]
     assert refused["is_error"]
     assert "not available to this analyzer" in refused["content"]
-    assert result.outputs == {}
+    assert result.outputs == {"follow_up": []}
+
+
+def test_the_three_builtins_are_offered_the_same_tools_and_only_their_own() -> None:
+    """One shared tool list (the start of the cached prefix), holding nothing an analyzer may
+    not call: the outputs are told apart by record_output's `output`."""
+    requests = []
+    for name in ("next_steps", "follow_ups", "quality"):
+        model = ScriptedModel([reply(text("."))] * 3)
+        run(builtin_analyzer(name), conversation(), model)
+        requests.append(model.requests[0])
+    assert requests[0].tools == requests[1].tools == requests[2].tools
+    assert requests[0].system == requests[1].system == requests[2].system
+    assert {tool["name"] for tool in requests[0].tools} <= set(
+        builtin_analyzer("quality").tool_names()
+    ) | {"record_output"}
+
+
+def test_record_output_refuses_an_output_that_is_not_the_analyzers() -> None:
+    model = ScriptedModel(
+        [
+            reply(
+                tool_call(
+                    "record_output",
+                    {"output": "quality_assessment", "value": QUALITY, "evidence_turns": [1]},
+                )
+            ),
+            reply(
+                tool_call(
+                    "record_output",
+                    {"output": "follow_up", "value": FOLLOW_UP, "evidence_turns": [1]},
+                )
+            ),
+            reply(text("Done.")),
+        ]
+    )
+    result = run(builtin_analyzer("follow_ups"), conversation(), model)
+
+    refusal = model.requests[1].messages[-1]["content"][0]
+    assert refusal["is_error"] is True
+    assert (
+        "output must name one of your outputs (follow_up), not 'quality_assessment'"
+        in (refusal["content"])
+    )
+    assert [recorded.value for recorded in result.outputs["follow_up"]] == [FOLLOW_UP]
+    assert [call.kind for call in result.trace] == ["output", "output"]
 
 
 def test_conversation_block_carries_the_cache_breakpoint() -> None:
