@@ -6,6 +6,7 @@ header value), which are tool errors it can correct."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from analyzers.tools.effects import (
     effect_scope,
     idempotency_key,
 )
-from analyzers.tools.http import HttpToolRunner, url_refusal
+from analyzers.tools.http import HttpToolRunner, address_refusal, url_refusal
 from schemas.analyzer import AnalyzerSpec, HttpTool, split_host_port
 from schemas.result import WriteEffect
 from tests.analyzers.test_http_tools import (
@@ -398,3 +399,81 @@ def test_a_malformed_allowed_host_entry_is_a_located_problem(entry: str) -> None
     text = str(caught.value)
     assert "tools[0].allowed_hosts[1]" in text
     assert "rule tool-host-entry" in text
+
+
+# --- where a resolved name may lead (issue 8, item 12) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "addresses", "private", "refused_because"),
+    [
+        ("crm.acme.example", ["93.184.215.14"], [], None),
+        ("crm.acme.example", ["2606:2800:21f:cb07:6820:80da:af6b:8b2c"], [], None),
+        ("crm.acme.example", ["127.0.0.1"], [], "non-public address"),
+        ("crm.acme.example", ["::ffff:127.0.0.1"], [], "non-public address"),
+        ("crm.acme.example", ["10.0.0.7"], [], "non-public address"),
+        ("crm.acme.example", ["10.0.0.7"], ["10.0.0.0/8"], None),
+        ("crm.acme.example", ["10.0.0.7", "192.168.0.1"], ["10.0.0.0/8"], "non-public"),
+        ("crm.acme.example", ["169.254.169.254"], [], "non-public address"),
+        ("crm.acme.example", ["224.0.0.1"], [], "non-public address"),
+        ("crm.acme.example", [], [], "did not resolve"),
+        ("crm.acme.example", ["not-an-ip"], [], "not an IP address"),
+        ("localhost", ["127.0.0.1", "::1"], [], None),
+        ("localhost", ["10.0.0.7"], ["10.0.0.0/8"], "not this machine"),
+        ("api.localhost", ["93.184.215.14"], [], "not this machine"),
+        ("127.0.0.1", [], [], None),  # a literal was allowed as written: nothing to resolve
+    ],
+)
+def test_address_refusal(
+    host: str, addresses: list[str], private: list[str], refused_because: str | None
+) -> None:
+    networks = [ipaddress.ip_network(net) for net in private]
+    refusal = address_refusal(host, addresses, networks)
+    if refused_because is None:
+        assert refusal is None
+    else:
+        assert refusal is not None
+        assert refused_because in refusal
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    host=st.text(max_size=30),
+    addresses=st.lists(st.one_of(st.ip_addresses().map(str), st.text(max_size=20)), max_size=4),
+)
+def test_fuzz_address_refusal_answers_for_any_resolver_answer(
+    host: str, addresses: list[str]
+) -> None:
+    refusal = address_refusal(host, addresses)
+    assert refusal is None or refusal.startswith("refused: ")
+    parsed = [ipaddress.ip_address(a) for a in addresses if _is_ip(a)]
+    if refusal is None and not _is_ip(host.lower().strip("[]")):
+        assert parsed
+        assert len(parsed) == len(addresses)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@settings(max_examples=500, deadline=None)
+@given(entry=st.text(max_size=40), url_port=st.integers(min_value=1, max_value=65535))
+def test_fuzz_allowed_host_entries_parse_or_say_why(entry: str, url_port: int) -> None:
+    """Any text as an `allowed_hosts` entry: parsed, or a ValueError naming the entry; and
+    matching never raises."""
+    problem: str | None = None
+    try:
+        host, port, any_port = split_host_port(entry)
+    except ValueError as exc:
+        problem = str(exc)
+    if problem is not None:
+        assert repr(entry) in problem
+    else:
+        assert host == host.lower()
+        assert port is None or 0 < port < 65536
+        assert not (any_port and port is not None)
+    url_refusal(f"https://api.example.com:{url_port}/x", [entry])
