@@ -44,12 +44,73 @@ class AnalyzerTrigger(Contract):
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
+HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+"""An HTTP header name: an RFC 9110 token."""
+
+
+def split_host_port(entry: str) -> tuple[str, int | None, bool]:
+    """An `allowed_hosts` entry as (host, port, any_port); `ValueError` when it is malformed.
+
+    `api.example.com` allows the URL scheme's default port only, `api.example.com:8443` that
+    port, `api.example.com:*` every port. IPv6 addresses are written in brackets (`[::1]:8080`).
+    """
+    text = entry.strip().lower()
+    if text.count(":") > 1 and not text.startswith("["):
+        return text, None, False  # a bare IPv6 address (`::1`): no port can follow it
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not host or (rest and not rest.startswith(":")):
+            raise ValueError(f"{entry!r} is not host, host:port or [ipv6]:port")
+        port_text = rest[1:] if rest else None
+    else:
+        host, colon, port_text_or_empty = text.partition(":")
+        port_text = port_text_or_empty if colon else None
+        if not host or ":" in port_text_or_empty:
+            raise ValueError(f"{entry!r} is not host, host:port or [ipv6]:port")
+    if port_text is None:
+        return host, None, False
+    if port_text == "*":
+        return host, None, True
+    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535, or *")
+    return host, int(port_text), False
+
+
+def host_allowed(host: str, port: int, default_port: int, allowed_hosts: list[str]) -> bool:
+    """Whether `host:port` (the port already defaulted from the scheme) is in `allowed_hosts`.
+
+    Malformed entries allow nothing (the analyzer's checks report them).
+    """
+    host = host.lower()
+    for entry in allowed_hosts:
+        try:
+            allowed_host, allowed_port, any_port = split_host_port(entry)
+        except ValueError:
+            continue
+        if allowed_host != host:
+            continue
+        if any_port or port == (default_port if allowed_port is None else allowed_port):
+            return True
+    return False
+
+
+def default_port(scheme: str) -> int:
+    """The port a URL of `scheme` uses when it names none."""
+    return 80 if scheme.lower() == "http" else 443
+
+
 class HttpTool(Contract):
     """A tool the agent may call that makes one HTTP request.
 
     `url`, `headers` and `body` are templates: `{{name}}` is filled from the tool input the
     model gives (described by `input_schema`) and `{{secrets.NAME}}` from the worker's secrets,
-    which never reach the model or the logs. The request may only go to `allowed_hosts`.
+    which never reach the model or the logs. The request may only go to `allowed_hosts`
+    (`host` for the scheme's default port, `host:port`, or `host:*` for any port).
+
+    `effect` says whether a call changes something remotely (`write`, the default for every
+    method but GET) or only reads (`read`). A write carries an idempotency key in the
+    `idempotency_header`, and its outcome is recorded so that a retried run replays it instead
+    of calling again; an analyzer with `dry_run` describes its writes instead of making them.
     """
 
     name: Name
@@ -68,6 +129,18 @@ class HttpTool(Contract):
         description="A 404, an empty body or a JSON null body is the result null (a lookup that "
         "found nothing), not a failure. Set false when those mean the call failed.",
     )
+    effect: Literal["read", "write"] = "read"
+    idempotency_header: Annotated[str, Field(pattern=HEADER_NAME_PATTERN, max_length=100)] = (
+        "Idempotency-Key"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _effect_follows_the_method(cls, data: Any) -> Any:
+        # Not given: a GET only reads, every other method may change something remotely.
+        if isinstance(data, dict) and data.get("effect") is None:
+            data = {**data, "effect": "read" if data.get("method", "GET") == "GET" else "write"}
+        return data
 
 
 def _tool_kind(value: Any) -> str | None:
@@ -227,6 +300,8 @@ class AnalyzerSpec(Contract):
     outputs: list[OutputSpec] = Field(min_length=1)
     model: ModelSettings = Field(default_factory=ModelSettings)
     sinks: list[SinkRoute] = Field(default_factory=list)
+    dry_run: bool = False
+    """Describe HTTP writes (method, URL, body) to the model and trace instead of making them."""
 
     @model_validator(mode="after")
     def _check_rules(self) -> AnalyzerSpec:
@@ -273,8 +348,17 @@ def _duplicates(field: str, names: list[str], what: str) -> list[RuleViolation]:
 
 def _http_tool_violations(index: int, tool: HttpTool) -> list[RuleViolation]:
     violations: list[RuleViolation] = []
-    host = urlsplit(tool.url).hostname
-    if "{{" in (urlsplit(tool.url).netloc or ""):
+    for position, entry in enumerate(tool.allowed_hosts):
+        try:
+            split_host_port(entry)
+        except ValueError as exc:
+            violations.append(
+                RuleViolation(
+                    ("tools", index, "allowed_hosts", position), "tool-host-entry", str(exc)
+                )
+            )
+    parts = urlsplit(tool.url)
+    if "{{" in (parts.netloc or ""):
         violations.append(
             RuleViolation(
                 ("tools", index, "url"),
@@ -282,12 +366,14 @@ def _http_tool_violations(index: int, tool: HttpTool) -> list[RuleViolation]:
                 f"the host of {tool.url!r} must be written out, not a placeholder",
             )
         )
-    elif host is None or host.lower() not in {allowed.lower() for allowed in tool.allowed_hosts}:
+    elif not _url_host_allowed(tool.url, tool.allowed_hosts):
         violations.append(
             RuleViolation(
                 ("tools", index, "url"),
                 "tool-host-allowed",
-                f"host {host!r} of {tool.url!r} is not in allowed_hosts {tool.allowed_hosts}",
+                f"host {parts.hostname!r} of {tool.url!r} is not in allowed_hosts "
+                f"{tool.allowed_hosts} (an entry without a port allows the scheme's default "
+                "port only; write host:port or host:* for others)",
             )
         )
     inputs = set((tool.input_schema.get("properties") or {}).keys())
@@ -304,3 +390,15 @@ def _http_tool_violations(index: int, tool: HttpTool) -> list[RuleViolation]:
                     )
                 )
     return violations
+
+
+def _url_host_allowed(url: str, allowed_hosts: list[str]) -> bool:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.hostname is None:
+        return False
+    fallback = default_port(parts.scheme)
+    return host_allowed(parts.hostname, port or fallback, fallback, allowed_hosts)

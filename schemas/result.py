@@ -36,6 +36,22 @@ class RecordedOutput(Contract):
         return self
 
 
+class WriteEffect(Contract):
+    """What became of one write-effect HTTP call (see `HttpTool.effect`).
+
+    `idempotency_key` is the key the request carried (none for a dry run). `replayed`: the
+    outcome was recorded by an earlier attempt of this run and is shown again without calling.
+    `resent`: an earlier attempt sent it but its outcome was never recorded (the process died or
+    the answer was lost), so it was sent again with the same key for the server to deduplicate.
+    `dry_run`: the request was described, not made.
+    """
+
+    idempotency_key: str | None = None
+    replayed: bool = False
+    resent: bool = False
+    dry_run: bool = False
+
+
 class ToolCallRecord(Contract):
     """One tool call made during the run, with the procedure step it served, if any."""
 
@@ -50,6 +66,7 @@ class ToolCallRecord(Contract):
     started_at: AwareDatetime | None = None
     procedure_name: str | None = None
     procedure_step_order: NonNegativeInt | None = None
+    effect: WriteEffect | None = None
 
 
 class RunError(Contract):

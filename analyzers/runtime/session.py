@@ -22,6 +22,7 @@ from analyzers.model.protocol import ModelClient, ModelRequest, ModelTurn
 from analyzers.runtime.output_tools import OutputRecorder, OutputTool, RecordOutputTool
 from analyzers.runtime.prompt import ConversationView
 from analyzers.tools.base import JSON, HttpTransport, ReadCoverage, Tool, ToolContext, ToolOutcome
+from analyzers.tools.effects import EffectStore, InMemoryEffectStore, RunEffects
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.result import ToolCallRecord
@@ -43,6 +44,8 @@ class RunOptions:
     http: HttpTransport | None = None
     secrets: Mapping[str, str] = field(default_factory=dict)
     cache_ttl: str | None = None
+    effects: EffectStore = field(default_factory=InMemoryEffectStore)
+    """Where HTTP writes are recorded; the worker passes its ledger's, so a retry replays them."""
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     monotonic: Callable[[], float] = time.monotonic
 
@@ -94,6 +97,7 @@ class Session:
             coverage=coverage,
             http=options.http,
             secrets=options.secrets,
+            effects=RunEffects(options.run_id, options.effects, dry_run=spec.dry_run),
         )
         self.messages: list[JSON] = []
         self.trace: list[ToolCallRecord] = []
@@ -254,6 +258,8 @@ class Session:
             outcome = ToolOutcome("Tool input must be a JSON object.", is_error=True)
             kind = tool.kind
         else:
+            step = self.step
+            self.context.procedure_step = (step.procedure_name, step.step_order) if step else None
             outcome = await tool.call(arguments, self.context)
             kind = tool.kind
         elapsed = self.options.monotonic() - started
@@ -271,6 +277,7 @@ class Session:
                 started_at=started_at,
                 procedure_name=self.step.procedure_name if self.step else None,
                 procedure_step_order=self.step.step_order if self.step else None,
+                effect=outcome.effect,
             )
         )
         return outcome

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from analyzers.tools.effects import RunEffects
 from schemas.conversation import Conversation
+from schemas.result import WriteEffect
 
 JSON = dict[str, Any]
 ToolKind = Literal["builtin", "http", "output", "procedure"]
@@ -24,6 +26,8 @@ class ToolOutcome:
 
     output: Any
     is_error: bool = False
+    effect: WriteEffect | None = None
+    """Set by write-effect HTTP calls: the key sent, or that the outcome was replayed."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,10 @@ class ToolContext:
     coverage: ReadCoverage
     http: HttpTransport | None = None
     secrets: Mapping[str, str] = field(default_factory=dict)
+    effects: RunEffects | None = None
+    """Where write effects are recorded; None: writes are made without keys or records."""
+    procedure_step: tuple[str, int] | None = None
+    """(procedure name, step order) while a procedure step runs; the runtime keeps it current."""
 
 
 class Tool(Protocol):

@@ -127,7 +127,8 @@ def tool(**fields: Any) -> HttpToolRunner:
     spec: dict[str, Any] = {
         "name": "vendor_lookup",
         "description": "Look a vendor up.",
-        "allowed_hosts": ["127.0.0.1"],
+        # The local server's port is chosen at random: allow any port of this address.
+        "allowed_hosts": ["127.0.0.1:*"],
         "input_schema": {
             "type": "object",
             "properties": {"vendor_id": {"type": "string"}},
@@ -264,7 +265,7 @@ def test_a_host_not_allowed_is_refused_before_any_request(server: _Server) -> No
     outcome = call(runner, {"vendor_id": "V-1"})
     assert outcome.is_error
     assert "host 'localhost'" in outcome.output
-    assert "not in this tool's allowed_hosts ['127.0.0.1']" in outcome.output
+    assert "not in this tool's allowed_hosts ['127.0.0.1:*']" in outcome.output
     assert server.received == []
 
 
@@ -286,7 +287,7 @@ def test_disallowed_schemes_and_addresses_are_refused(url: str, fragment: str) -
 
 def test_url_refusal_rules() -> None:
     assert url_refusal("https://API.example.com/x", ["api.example.com"]) is None
-    assert url_refusal("http://127.0.0.1:8080/x", ["127.0.0.1"]) is None
+    assert url_refusal("http://127.0.0.1:80/x", ["127.0.0.1"]) is None
     assert url_refusal("http://[::1]/x", ["::1"]) is None
     assert url_refusal("http://localhost/x", ["localhost"]) is None
     assert url_refusal("https://evil.example/x", ["api.example.com"]) is not None

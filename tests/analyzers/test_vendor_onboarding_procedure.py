@@ -85,7 +85,7 @@ def local_analyzer(server: _VendorServer) -> tuple[AnalyzerSpec, list[Procedure]
     for tool in data["tools"]:
         if isinstance(tool, dict) and tool["name"] == "vendor_lookup":
             tool["url"] = f"http://127.0.0.1:{port}/api/vendors?name={{{{name}}}}"
-            tool["allowed_hosts"] = ["127.0.0.1"]
+            tool["allowed_hosts"] = [f"127.0.0.1:{port}"]  # an entry without a port means :80
     return AnalyzerSpec.model_validate(data), procedures
 
 

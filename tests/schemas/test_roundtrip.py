@@ -297,10 +297,14 @@ def http_tools(draw: st.DrawFn, name: str) -> dict[str, Any]:
             "type": "object",
             "properties": {item: {"type": "string"} for item in inputs},
         },
-        "allowed_hosts": [host, *draw(st.lists(words, max_size=1))],
+        # An entry without a port allows the default one only: pin the port when there is one.
+        "allowed_hosts": [host + port, *draw(st.lists(words, max_size=1))],
     }
     if draw(st.booleans()):
         tool["timeout_seconds"] = draw(st.floats(0.1, 120))
+    if draw(st.booleans()):
+        tool["effect"] = draw(st.sampled_from(["read", "write"]))
+        tool["idempotency_header"] = draw(st.sampled_from(["Idempotency-Key", "X-Request-Id"]))
     return tool
 
 
@@ -398,6 +402,7 @@ def analyzers(draw: st.DrawFn) -> AnalyzerSpec:
                 "procedures": unique_names(),
                 "model": model_settings(),
                 "sinks": st.lists(sinks, max_size=3),
+                "dry_run": st.booleans(),
             },
         )
     )

@@ -587,6 +587,8 @@ VALID_ANALYZERS = [
                     url="https://api.example.com:8443/items/{{item_id}}?q={{ item_id }}",
                     headers={"Authorization": "Bearer {{secrets.API_TOKEN}}"},
                     body={"id": "{{item_id}}", "{{item_id}}": ["{{secrets.OTHER}}"]},
+                    # A port other than the scheme's default must be allowed explicitly.
+                    allowed_hosts=["api.example.com:8443"],
                 )
             ]
         ),

@@ -236,7 +236,75 @@ def test_errors_do_not_carry_the_request() -> None:
         send(
             request("https://api.example.com/x", headers={"Authorization": "Bearer s3cret"}),
             transport=httpx2.MockTransport(refuse),
+            resolve=FakeDns({"api.example.com": ["93.184.215.14"]}),
         )
     assert caught.value.__cause__ is None
     assert caught.value.__suppress_context__
     assert "s3cret" not in str(caught.value)
+
+
+# --- where a name leads: the resolved address is checked, and connected to ----------------------
+
+
+class FakeDns:
+    """A resolver that knows a few names: tests may not ask real DNS."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, int]] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append((host, port))
+        if host not in self.answers:
+            raise OSError(f"[Errno -2] Name or service not known: {host!r}")
+        return self.answers[host]
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [["127.0.0.1"], ["10.0.0.7"], ["169.254.169.254"], ["93.184.215.14", "192.168.1.2"], ["::1"]],
+    ids=["loopback", "private", "metadata", "mixed", "ipv6-loopback"],
+)
+def test_a_public_name_resolving_to_a_non_public_address_is_refused(addresses: list[str]) -> None:
+    def never(request: httpx2.Request) -> httpx2.Response:
+        raise AssertionError("no request may be sent")
+
+    dns = FakeDns({"crm.acme.example": addresses})
+    with pytest.raises(OSError, match="non-public address") as caught:
+        send(
+            request("https://crm.acme.example/x"),
+            transport=httpx2.MockTransport(never),
+            resolve=dns,
+        )
+    assert "crm.acme.example" in str(caught.value)
+    assert dns.asked == [("crm.acme.example", 443)]
+
+
+def test_localhost_must_resolve_to_this_machine() -> None:
+    def never(request: httpx2.Request) -> httpx2.Response:
+        raise AssertionError("no request may be sent")
+
+    dns = FakeDns({"localhost": ["10.1.2.3"]})
+    with pytest.raises(OSError, match="not this machine"):
+        send(request("http://localhost:8080/x"), transport=httpx2.MockTransport(never), resolve=dns)
+
+
+def test_the_connection_goes_to_the_checked_address_with_the_name_as_host(server: _Server) -> None:
+    """A name resolved once, checked, and connected to by address: the server sees the name in
+    the Host header. Loopback is allowed here only because the operator opened it."""
+    port = server.server_address[1]
+    dns = FakeDns({"tickets.internal.example": ["127.0.0.1"]})
+    [response] = send(
+        request(f"http://tickets.internal.example:{port}/json"),
+        resolve=dns,
+        private_networks=["127.0.0.0/8"],
+    )
+    assert response.status == 200
+    assert dns.asked == [("tickets.internal.example", port)]
+    [received] = server.received
+    assert received.headers["host"] == f"tickets.internal.example:{port}"
+
+
+def test_an_unknown_name_is_an_os_error() -> None:
+    with pytest.raises(OSError, match="not known"):
+        send(request("https://nowhere.example/x"), resolve=FakeDns({}))

@@ -33,6 +33,7 @@ from schemas.procedure import Procedure
 from schemas.result import AnalysisResult
 from worker.catalog import Catalog
 from worker.ledger import ClaimedRun, Ledger, SnapshotNotFound
+from worker.ledger.effects import LedgerEffectStore
 from worker.settings import Settings
 
 log = structlog.get_logger("posthoc.worker")
@@ -127,6 +128,7 @@ class Engine:
             default_model=self.config.default_model,
             http=self.http,
             secrets=self.secrets,
+            effects=LedgerEffectStore(self.ledger.engine),
         )
         work = asyncio.create_task(
             analyzers.run(

@@ -189,3 +189,31 @@ run_attempts = sa.Table(
         f"outcome IS NULL OR {_one_of('outcome', ATTEMPT_OUTCOMES)}", name="outcome"
     ),
 )
+
+EFFECT_STATES = ("pending", "done")
+
+effects = sa.Table(
+    "effects",
+    metadata,
+    # The idempotency key the request carried: derived from the run and the call's place in it.
+    sa.Column("idempotency_key", sa.String(200), primary_key=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("analysis_runs.id"), nullable=False),
+    sa.Column("tool_name", sa.String(200), nullable=False),
+    sa.Column("scope", sa.String(500), nullable=False),
+    sa.Column("call_number", sa.Integer(), nullable=False),
+    sa.Column("method", sa.String(10), nullable=False),
+    # Redacted of secrets, like everything the runtime hands over.
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    # The outcome as JSON text: a response may hold a NUL, which PostgreSQL's JSONB refuses.
+    sa.Column("outcome", sa.Text()),
+    sa.Column("is_error", sa.Boolean(), nullable=False),
+    sa.Column("status_code", sa.Integer()),
+    sa.Column("sends", sa.Integer(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.CheckConstraint(_one_of("state", EFFECT_STATES), name="state"),
+    sa.CheckConstraint("sends >= 1", name="sends"),
+    sa.Index(None, "run_id"),
+)

@@ -27,6 +27,7 @@ POSTGRES_ADMIN_URLS = (
     "postgresql+psycopg://root@127.0.0.1:5432/postgres",
 )
 LEDGER_TABLES = (
+    "effects",
     "run_attempts",
     "analysis_runs",
     "analyzer_snapshots",
@@ -116,7 +117,7 @@ def ledger(database_url: str, clock: ManualClock) -> Iterator[Ledger]:
         if ledger.engine.dialect.name == "postgresql":
             with ledger.engine.begin() as connection:
                 connection.exec_driver_sql(
-                    "TRUNCATE run_attempts, analysis_runs, analyzer_snapshots, "
+                    "TRUNCATE effects, run_attempts, analysis_runs, analyzer_snapshots, "
                     "conversation_versions, conversations RESTART IDENTITY CASCADE"
                 )
         yield ledger

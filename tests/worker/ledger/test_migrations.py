@@ -19,6 +19,7 @@ EXPECTED_TABLES = {
     "analyzer_snapshots",
     "analysis_runs",
     "run_attempts",
+    "effects",
     "alembic_version",
 }
 
@@ -38,14 +39,15 @@ def test_migrate_creates_the_schema_and_a_second_run_is_a_no_op(
     with Ledger.from_url(empty_database_url, now=clock) as ledger:
         assert ledger.schema_revision() is None
         ledger.migrate()
-        assert ledger.schema_revision() == head_revision() == "0002_pinned"
+        assert ledger.schema_revision() == head_revision() == "0003_effects"
+        head = head_revision()
         assert _tables(ledger) >= EXPECTED_TABLES
         with ledger.engine.connect() as connection:
             versions_before = connection.exec_driver_sql("SELECT * FROM alembic_version").all()
 
         ledger.migrate()
 
-        assert ledger.schema_revision() == "0002_pinned"
+        assert ledger.schema_revision() == head
         with ledger.engine.connect() as connection:
             assert connection.exec_driver_sql("SELECT * FROM alembic_version").all() == (
                 versions_before
