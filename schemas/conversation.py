@@ -8,6 +8,7 @@ conversation, a turn or an event they are moved into that object's `metadata`.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -42,6 +43,47 @@ WELL_KNOWN_OUTCOMES = (
     "unknown",
 )
 """Outcomes the built-in analyzers understand. Any other lower_snake_case word is accepted."""
+
+
+# Text no store can keep: NUL (PostgreSQL refuses it in text and JSONB) and unpaired surrogates
+# (JSON's `\ud800` escapes produce them; they are not Unicode and UTF-8 cannot encode them).
+_UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable_text_problem(text: str) -> str | None:
+    """Why `text` cannot be stored, or None. Never quotes the text (it is customer data)."""
+    found = _UNSTORABLE_TEXT.search(text)
+    if found is None:
+        return None
+    if found.group(0) == "\x00":
+        return f"contains a NUL character (\\u0000) at position {found.start()}"
+    return f"contains an unpaired surrogate (invalid Unicode) at position {found.start()}"
+
+
+def _unstorable_text(data: Any) -> list[RuleViolation]:
+    """Every string (value or key) in raw conversation data that cannot be stored, located.
+
+    Iterative, so deep data cannot exhaust the stack; at most 20 are listed.
+    """
+    violations: list[RuleViolation] = []
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
+    while stack and len(violations) < 20:
+        loc, value = stack.pop()
+        if isinstance(value, str):
+            problem = unstorable_text_problem(value)
+            if problem is not None:
+                violations.append(RuleViolation(loc, "text-storable", problem))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                problem = unstorable_text_problem(key) if isinstance(key, str) else None
+                if problem is not None:
+                    violations.append(RuleViolation(loc, "text-storable", f"a key {problem}"))
+                else:
+                    stack.append(((*loc, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*loc, index), item) for index, item in enumerate(value))
+    violations.reverse()  # the stack visits the last items first; report in document order
+    return violations
 
 
 def _keep_unknown_fields(cls: type[Contract], data: Any) -> Any:
@@ -139,6 +181,15 @@ class Conversation(Contract):
     @classmethod
     def _unknown_into_metadata(cls, data: Any) -> Any:
         return _keep_unknown_fields(cls, data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_storable(cls, data: Any) -> Any:
+        # Rejected at the contract, with the field named, so no intake path reaches a store
+        # that would refuse it mid-batch (and print the text in its error).
+        if isinstance(data, dict):
+            raise_if_any(_unstorable_text(data))
+        return data
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Conversation:

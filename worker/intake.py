@@ -6,12 +6,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from analyzers.definitions.limits import DEFAULT_LIMITS, InputLimits
 from analyzers.definitions.loading import (
     CONVERSATION_SUFFIXES,
     Problem,
+    Sourced,
+    drop_batch_duplicates,
     expand_paths,
     load_conversation_file,
 )
+from analyzers.definitions.sourcemap import SourceMap
 from schemas.conversation import Conversation
 from worker.catalog import Catalog
 from worker.ledger import Ledger, RunRecord, Trigger
@@ -25,13 +29,26 @@ class LoadedInputs:
     problems: list[Problem] = field(default_factory=list)
 
 
-def read_conversations(paths: Iterable[Path | str]) -> LoadedInputs:
-    """Every conversation in JSON files, JSON Lines files and folders of them."""
+def read_conversations(
+    paths: Iterable[Path | str], limits: InputLimits = DEFAULT_LIMITS
+) -> LoadedInputs:
+    """Every conversation in JSON files, JSON Lines files and folders of them.
+
+    The paths are one batch: a conversation id seen earlier in it is a problem for the later
+    record; an identical repeat is dropped, a different one is kept so both versions run.
+    """
     loaded = LoadedInputs()
+    sourced: list[Sourced[Conversation]] = []
     for path in expand_paths(paths, CONVERSATION_SUFFIXES, loaded.problems):
-        found = load_conversation_file(path)
-        loaded.conversations += [sourced.value for sourced in found.conversations]
+        found = load_conversation_file(path, limits)
+        # Only the record's first line is needed later (for duplicate reports): drop the raw
+        # data and text so a large batch holds its conversations once.
+        sourced += [
+            Sourced(item.value, item.file, None, SourceMap({(): item.source_map.lines.get((), 1)}))
+            for item in found.conversations
+        ]
         loaded.problems += found.problems
+    loaded.conversations = [item.value for item in drop_batch_duplicates(sourced, loaded.problems)]
     return loaded
 
 

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from analyzers.definitions.limits import DEFAULT_LIMITS, InputLimits
+
 DATA_DIR = Path("posthoc-data")
 SECRET_PREFIX = "POSTHOC_SECRET_"  # noqa: S105 - a name prefix, not a secret
 
@@ -62,6 +64,33 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_.:-]+$",
         description="The broker queue that carries run ids (one per fleet sharing a broker).",
     )
+    max_file_bytes: int = Field(
+        default=DEFAULT_LIMITS.max_file_bytes, ge=1, description="A YAML or .json file read whole."
+    )
+    max_line_bytes: int = Field(
+        default=DEFAULT_LIMITS.max_line_bytes, ge=1, description="One line of a .jsonl file."
+    )
+    max_depth: int = Field(
+        default=DEFAULT_LIMITS.max_depth, ge=2, le=500, description="Nesting of objects/arrays."
+    )
+    max_number_chars: int = Field(
+        default=DEFAULT_LIMITS.max_number_chars, ge=1, le=4000, description="One number literal."
+    )
+    max_string_chars: int = Field(default=DEFAULT_LIMITS.max_string_chars, ge=1)
+    max_turns: int = Field(default=DEFAULT_LIMITS.max_turns, ge=1)
+    max_events: int = Field(default=DEFAULT_LIMITS.max_events, ge=1)
+    max_yaml_nodes: int = Field(
+        default=DEFAULT_LIMITS.max_yaml_nodes,
+        ge=1,
+        description="A YAML document, aliases expanded.",
+    )
+    max_schema_nodes: int = Field(default=DEFAULT_LIMITS.max_schema_nodes, ge=1)
+    max_expression_nesting: int = Field(
+        default=DEFAULT_LIMITS.max_expression_nesting, ge=1, description="Nested CEL macros."
+    )
+    expression_budget: int = Field(
+        default=DEFAULT_LIMITS.expression_budget, ge=1, description="Steps of one CEL evaluation."
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     anthropic_api_key: SecretStr | None = Field(
@@ -72,6 +101,22 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("POSTHOC_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL"),
     )
+
+    def input_limits(self) -> InputLimits:
+        """The input limits, as the plain object the loaders below `worker/` take."""
+        return InputLimits(
+            max_file_bytes=self.max_file_bytes,
+            max_line_bytes=self.max_line_bytes,
+            max_depth=self.max_depth,
+            max_number_chars=self.max_number_chars,
+            max_string_chars=self.max_string_chars,
+            max_turns=self.max_turns,
+            max_events=self.max_events,
+            max_yaml_nodes=self.max_yaml_nodes,
+            max_schema_nodes=self.max_schema_nodes,
+            max_expression_nesting=self.max_expression_nesting,
+            expression_budget=self.expression_budget,
+        )
 
     @property
     def rate_limit_redis_url(self) -> str | None:

@@ -3,7 +3,8 @@
 - an analyzer's procedures exist, and every tool a structured step names is one it may call;
 - built-in tool names exist;
 - every expression compiles as CEL and reads only variables that will be there;
-- output and tool input schemas are valid JSON Schema;
+- output and tool input schemas are valid JSON Schema, within `max_schema_nodes`, and their
+  local `$ref`s resolve and never loop (a loop is endless when inlined or sent as `strict`);
 - trigger patterns are sound;
 - analyzer name and version pairs are unique across files (several versions of one analyzer
   may be loaded side by side), and versions can be written after `name@`.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -22,6 +24,7 @@ from analyzers.definitions.expressions import (
     ExpressionError,
     compile_expression,
 )
+from analyzers.definitions.limits import DEFAULT_LIMITS, InputLimits
 from analyzers.definitions.loading import DefinitionSet, Problem, Sourced
 from analyzers.definitions.patterns import PatternError, compile_pattern
 from analyzers.definitions.versions import SEPARATOR
@@ -46,16 +49,18 @@ RESULT_VARIABLES = frozenset(
 """What a sink's `when` expression can read about a result."""
 
 
-def check_definitions(definitions: DefinitionSet) -> list[Problem]:
+def check_definitions(
+    definitions: DefinitionSet, limits: InputLimits = DEFAULT_LIMITS
+) -> list[Problem]:
     """Every cross-definition problem in `definitions` (an empty list when all is sound)."""
     problems: list[Problem] = []
     problems += _unique_names(definitions)
     procedures_by_name: dict[str, list[Sourced[Procedure]]] = defaultdict(list)
     for procedure in definitions.procedures:
         procedures_by_name[procedure.value.name].append(procedure)
-        problems += _procedure_problems(procedure)
+        problems += _procedure_problems(procedure, limits)
     for analyzer in definitions.analyzers:
-        problems += _analyzer_problems(analyzer)
+        problems += _analyzer_problems(analyzer, limits)
         problems += _procedure_reference_problems(analyzer, procedures_by_name)
     return problems
 
@@ -105,7 +110,7 @@ def _unique_names(definitions: DefinitionSet) -> list[Problem]:
     return problems
 
 
-def _analyzer_problems(analyzer: Sourced[AnalyzerSpec]) -> list[Problem]:
+def _analyzer_problems(analyzer: Sourced[AnalyzerSpec], limits: InputLimits) -> list[Problem]:
     spec = analyzer.value
     problems: list[Problem] = []
     for index, tool in enumerate(spec.tools):
@@ -120,24 +125,34 @@ def _analyzer_problems(analyzer: Sourced[AnalyzerSpec]) -> list[Problem]:
             )
         elif not isinstance(tool, str):
             problems += _schema_problems(
-                analyzer, ("tools", index, "input_schema"), tool.input_schema, require_object=True
+                analyzer,
+                ("tools", index, "input_schema"),
+                tool.input_schema,
+                limits,
+                require_object=True,
             )
     for index, output in enumerate(spec.outputs):
         if output.json_schema is not None:
-            problems += _schema_problems(analyzer, ("outputs", index, "schema"), output.json_schema)
+            problems += _schema_problems(
+                analyzer, ("outputs", index, "schema"), output.json_schema, limits
+            )
     if spec.trigger.expression is not None:
         problems += _expression_problems(
-            analyzer, ("trigger", "expression"), spec.trigger.expression, CONVERSATION_VARIABLES
+            analyzer,
+            ("trigger", "expression"),
+            spec.trigger.expression,
+            CONVERSATION_VARIABLES,
+            limits,
         )
     for index, sink in enumerate(spec.sinks):
         if sink.when is not None:
             problems += _expression_problems(
-                analyzer, ("sinks", index, "when"), sink.when, RESULT_VARIABLES
+                analyzer, ("sinks", index, "when"), sink.when, RESULT_VARIABLES, limits
             )
     return problems
 
 
-def _procedure_problems(procedure: Sourced[Procedure]) -> list[Problem]:
+def _procedure_problems(procedure: Sourced[Procedure], limits: InputLimits) -> list[Problem]:
     value = procedure.value
     problems: list[Problem] = []
     for index, pattern in enumerate(value.trigger.patterns):
@@ -150,13 +165,13 @@ def _procedure_problems(procedure: Sourced[Procedure]) -> list[Problem]:
     trigger_scope = CONVERSATION_VARIABLES | set(value.dynamic_variables)
     for index, condition in enumerate(value.trigger.conditions):
         problems += _expression_problems(
-            procedure, ("trigger", "conditions", index), condition, trigger_scope
+            procedure, ("trigger", "conditions", index), condition, trigger_scope, limits
         )
     for loc, step in value.walk_steps():
         if isinstance(step, IfStep) and step.condition.expression is not None:
             scope = CONVERSATION_VARIABLES | value.names_in_scope(loc)
             problems += _expression_problems(
-                procedure, (*loc, "if", "expression"), step.condition.expression, scope
+                procedure, (*loc, "if", "expression"), step.condition.expression, scope, limits
             )
     return problems
 
@@ -226,9 +241,10 @@ def _expression_problems(
     loc: Loc,
     source: str,
     known: frozenset[str] | set[str],
+    limits: InputLimits,
 ) -> list[Problem]:
     try:
-        compile_expression(source, known=known)
+        compile_expression(source, known=known, limits=limits)
     except ExpressionError as exc:
         return [owner.problem(loc, "expression-valid", str(exc))]
     return []
@@ -238,9 +254,22 @@ def _schema_problems(
     owner: Sourced[AnalyzerSpec],
     loc: Loc,
     schema: dict[str, object],
+    limits: InputLimits,
     *,
     require_object: bool = False,
 ) -> list[Problem]:
+    size = _count_nodes(schema, limits.max_schema_nodes)
+    if size > limits.max_schema_nodes:
+        return [
+            owner.problem(
+                loc,
+                "json-schema-size",
+                f"the schema has more than {limits.max_schema_nodes} values; keep it smaller",
+            )
+        ]
+    ref_problem = _ref_problem(schema)
+    if ref_problem is not None:
+        return [owner.problem(loc, "json-schema-ref", ref_problem)]
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -279,3 +308,86 @@ def _mistyped_enums(schema: object, path: tuple[str, ...]) -> Iterator[tuple[str
     elif isinstance(schema, list):
         for index, child in enumerate(schema):
             yield from _mistyped_enums(child, (*path, str(index)))
+
+
+def _count_nodes(value: object, cap: int) -> int:
+    """Values inside `value`, counting stops just past `cap` (so a shared-alias bomb is cheap)."""
+    count = 0
+    stack: list[object] = [value]
+    while stack and count <= cap:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def _refs_inside(value: object) -> Iterator[object]:
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "$ref" in item:
+                yield item["$ref"]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _resolve_pointer(schema: object, ref: str) -> tuple[bool, object]:
+    """Follow a local `#/a/b` reference; (found, target)."""
+    node: Any = schema
+    for raw in ref.removeprefix("#").split("/")[1:]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False, None
+    return True, node
+
+
+def _ref_problem(schema: object) -> str | None:
+    """Why the schema's `$ref`s cannot be used: not local, not found, or looping back."""
+    edges: dict[str, list[str]] = {}
+    pending = ["#"]
+    while pending:
+        pointer = pending.pop()
+        if pointer in edges:
+            continue
+        _, target = _resolve_pointer(schema, pointer)
+        targets: list[str] = []
+        for ref in _refs_inside(target):
+            if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
+                return f"$ref {ref!r} is not a local reference (#/...); inline the schema"
+            found, _ = _resolve_pointer(schema, ref)
+            if not found:
+                return f"$ref {ref!r} points at nothing in this schema"
+            targets.append(ref)
+        edges[pointer] = targets
+        pending += targets
+    # A reference reachable from its own target never ends when expanded.
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for start in edges:
+        if start in state:
+            continue
+        walk: list[tuple[str, int]] = [(start, 0)]
+        state[start] = 1
+        while walk:
+            pointer, position = walk[-1]
+            children = edges.get(pointer, [])
+            if position == len(children):
+                state[pointer] = 2
+                walk.pop()
+                continue
+            walk[-1] = (pointer, position + 1)
+            child = children[position]
+            if state.get(child) == 1:
+                return f"$ref {child!r} refers back into itself; recursive schemas are not allowed"
+            if child not in state:
+                state[child] = 1
+                walk.append((child, 0))
+    return None

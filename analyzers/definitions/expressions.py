@@ -4,6 +4,12 @@ posthoc uses the Common Expression Language (https://cel.dev): a small, side-eff
 non-Turing-complete language with a formal spec, used by Kubernetes and Google Cloud for exactly
 this kind of user-written rule. The engine is `common-expression-language` (Rust `cel`
 bindings). Expressions may spell variables as `{{name}}` like the procedure seeds do.
+
+The engine has no cost limit of its own and holds the GIL while it runs, so cost is bounded
+here: at compile time comprehension macros may nest at most `max_expression_nesting` deep, and
+before each evaluation the steps are estimated from the nesting and the largest collection in
+the variables (macros x largest ** nesting); over `expression_budget` the evaluation fails with
+a reason instead of running. Errors name the expression, never the data it read.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 
 import cel
 
+from analyzers.definitions.limits import DEFAULT_LIMITS, InputLimits
 from schemas.conversation import Conversation
 from schemas.templates import strip_braces
 
@@ -25,6 +32,8 @@ from schemas.templates import strip_braces
 # binding from us as long as they are only used inside their macro.
 _MACRO = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _STRING_LITERAL = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
+_FUNCTION_FAILED = re.compile(r"^Function '(\w+)' error")
+MAX_EXPRESSION_CHARS = 10_000
 
 STANDARD_FUNCTIONS = frozenset(
     {
@@ -91,30 +100,105 @@ class Expression:
     source: str
     variables: frozenset[str]
     _program: Any
+    nesting: int = 0
+    macros: int = 0
+    budget: int = DEFAULT_LIMITS.expression_budget
+
+    def estimated_steps(self, variables: Mapping[str, Any]) -> int:
+        """An upper estimate of the engine's steps over `variables` (1 without macros)."""
+        if not self.macros:
+            return 1
+        largest = max(1, largest_collection(variables, cap=self.budget))
+        return int(self.macros * largest**self.nesting)
 
     def evaluate(self, variables: Mapping[str, Any]) -> Any:
-        """Evaluate against `variables`; any failure becomes an `ExpressionError`."""
+        """Evaluate against `variables`; any failure, or an estimate over the budget, becomes
+        an `ExpressionError` that names the expression but never quotes the data."""
+        steps = self.estimated_steps(variables)
+        if steps > self.budget:
+            raise ExpressionError(
+                f"expression {self.source!r} would take about {steps:,} steps on this input, "
+                f"over the evaluation budget of {self.budget:,}; nest fewer macros"
+            )
         try:
             return self._program.execute(dict(variables))
         except (RuntimeError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
-            raise ExpressionError(f"expression {self.source!r} failed: {exc}") from exc
+            raise ExpressionError(
+                f"expression {self.source!r} failed: {_failure_kind(exc)}"
+            ) from None
 
     def holds(self, variables: Mapping[str, Any]) -> bool:
         """Evaluate a condition; a non-boolean result is an error, not a truthy guess."""
         value = self.evaluate(variables)
         if not isinstance(value, bool):
-            raise ExpressionError(f"expression {self.source!r} gave {value!r}, not true or false")
+            raise ExpressionError(
+                f"expression {self.source!r} gave a {type(value).__name__}, not true or false"
+            )
         return value
 
 
+def _failure_kind(exc: Exception) -> str:
+    # The engine's messages quote values (a missing map key, a bad regex taken from a turn):
+    # keep only what comes from the expression itself.
+    function = _FUNCTION_FAILED.match(str(exc))
+    if function:
+        return f"function {function.group(1)}() could not handle its argument"
+    if isinstance(exc, TypeError):
+        return "operands of different types (CEL does not convert; use int(), string(), ...)"
+    if isinstance(exc, LookupError):
+        return "a key or index that is not there (guard it with has() or size())"
+    if isinstance(exc, ArithmeticError):
+        return "an arithmetic error (division by zero or overflow)"
+    return f"an evaluation error ({type(exc).__name__})"
+
+
+def largest_collection(value: Any, *, cap: int) -> int:
+    """The size of the largest list, map or string-free collection inside `value` (iterative;
+    stops looking once one reaches `cap`)."""
+    largest = 0
+    stack: list[Any] = [value]
+    seen: set[int] = set()
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            children = list(item.values())
+        elif isinstance(item, list | tuple):
+            children = list(item)
+        else:
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        largest = max(largest, len(children))
+        if largest >= cap:
+            return largest
+        stack.extend(child for child in children if isinstance(child, Mapping | list | tuple))
+    return largest
+
+
 def compile_expression(
-    source: str, *, known: frozenset[str] | set[str] | None = None
+    source: str,
+    *,
+    known: frozenset[str] | set[str] | None = None,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> Expression:
     """Compile `source`; with `known`, also reject variables outside that set.
 
-    Names beginning with `system__` (platform dynamic variables) are always accepted.
+    Names beginning with `system__` (platform dynamic variables) are always accepted. Macros
+    nested deeper than `limits.max_expression_nesting` are refused.
     """
+    if len(source) > MAX_EXPRESSION_CHARS:
+        raise ExpressionError(
+            f"an expression of {len(source)} characters; at most {MAX_EXPRESSION_CHARS}"
+        )
     text = strip_braces(source)
+    nesting, macros = macro_nesting(text)
+    if nesting > limits.max_expression_nesting:
+        raise ExpressionError(
+            f"{source!r} nests {nesting} comprehension macros (all, exists, map, ...) inside "
+            f"each other; at most {limits.max_expression_nesting} are allowed, because the "
+            "work grows as the number of turns to that power"
+        )
     try:
         program = _compiled(text)
     except ValueError as exc:
@@ -140,7 +224,30 @@ def compile_expression(
             raise ExpressionError(
                 f"{source!r} uses unknown variable(s) {unknown}; available: {sorted(known)}"
             )
-    return Expression(source=source, variables=free, _program=program)
+    return Expression(
+        source=source,
+        variables=free,
+        _program=program,
+        nesting=nesting,
+        macros=macros,
+        budget=limits.expression_budget,
+    )
+
+
+def macro_nesting(text: str) -> tuple[int, int]:
+    """How deep comprehension macros nest in `text`, and how many there are.
+
+    Found from the source (string literals blanked out): the engine exposes no syntax tree.
+    """
+    blanked = _STRING_LITERAL.sub(lambda m: " " * len(m.group(0)), text)
+    scopes = [
+        (match.start(), _closing_paren(blanked, match.end())) for match in _MACRO.finditer(blanked)
+    ]
+    deepest = 0
+    for start, end in scopes:
+        enclosing = sum(1 for s, e in scopes if s < start and end <= e)
+        deepest = max(deepest, enclosing + 1)
+    return deepest, len(scopes)
 
 
 @functools.lru_cache(maxsize=1024)

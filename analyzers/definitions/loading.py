@@ -3,12 +3,13 @@
 `load_paths` reads YAML definitions (`kind: analyzer` or `kind: procedure`, several documents
 per file allowed) and JSON / JSON Lines conversations from files and directories. It never stops
 at the first problem: every valid definition is kept and every problem is reported with its file,
-line, field and the rule it breaks.
+line, field and the rule it breaks. Hostile input is bounded by `InputLimits`: JSON Lines files
+are streamed a line at a time, files read whole are size-checked first, and an oversized,
+too-deep or unstorable record is a problem for that record only.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +17,12 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from analyzers.definitions.jsonsource import JsonProblem, LazyJsonSourceMap, parse_record
+from analyzers.definitions.limits import DEFAULT_LIMITS, InputLimits, conversation_violations
 from analyzers.definitions.sourcemap import (
     Document,
     SourceError,
     SourceMap,
-    parse_documents,
     parse_documents_lenient,
 )
 from schemas.analyzer import AnalyzerSpec
@@ -92,15 +94,58 @@ class DefinitionSet:
         self.problems += other.problems
 
 
-def load_paths(paths: Iterable[Path | str]) -> DefinitionSet:
-    """Load every definition and conversation under `paths` (files or directories)."""
+def load_paths(paths: Iterable[Path | str], limits: InputLimits = DEFAULT_LIMITS) -> DefinitionSet:
+    """Load every definition and conversation under `paths` (files or directories).
+
+    A conversation whose id repeats one loaded earlier is a problem for the later record (see
+    `drop_batch_duplicates`).
+    """
     loaded = DefinitionSet()
     for path in expand_paths(paths, DEFINITION_SUFFIXES + CONVERSATION_SUFFIXES, loaded.problems):
         if path.suffix in DEFINITION_SUFFIXES:
-            loaded.extend(load_definition_file(path))
+            loaded.extend(load_definition_file(path, limits))
         else:
-            loaded.extend(load_conversation_file(path))
+            loaded.extend(load_conversation_file(path, limits))
+    loaded.conversations = drop_batch_duplicates(loaded.conversations, loaded.problems)
     return loaded
+
+
+def drop_batch_duplicates(
+    conversations: list[Sourced[Conversation]], problems: list[Problem]
+) -> list[Sourced[Conversation]]:
+    """Report every conversation whose (tenant, id) came earlier in the same batch.
+
+    A repeat with the same content is dropped (it would only be analysed twice); a repeat with
+    different content is kept beside the first, so both versions are analysed, and the problem
+    says so. Content is compared only for repeats, so a clean batch pays one set lookup each.
+    """
+    first: dict[tuple[str, str], Sourced[Conversation]] = {}
+    kept: list[Sourced[Conversation]] = []
+    for sourced in conversations:
+        key = (sourced.value.tenant_id, sourced.value.conversation_id)
+        earlier = first.get(key)
+        if earlier is None:
+            first[key] = sourced
+            kept.append(sourced)
+            continue
+        same = earlier.value.content_hash() == sourced.value.content_hash()
+        where = f"{earlier.file}:{earlier.source_map.lines.get((), '?')}"
+        consequence = (
+            "with the same content; this copy is ignored"
+            if same
+            else "with different content; both versions are kept and analysed"
+        )
+        problems.append(
+            sourced.problem(
+                ("conversation_id",),
+                "conversation-id-unique-in-batch",
+                f"conversation {key[1]!r} of tenant {key[0]!r} also appears at {where}, "
+                f"{consequence}",
+            )
+        )
+        if not same:
+            kept.append(sourced)
+    return kept
 
 
 def expand_paths(
@@ -123,14 +168,14 @@ def expand_paths(
             problems.append(Problem(str(path), None, "(path)", "path-exists", "no such file"))
 
 
-def load_definition_file(path: Path) -> DefinitionSet:
+def load_definition_file(path: Path, limits: InputLimits = DEFAULT_LIMITS) -> DefinitionSet:
     """Load the analyzers and procedures of one YAML file."""
     loaded = DefinitionSet()
     file = str(path)
-    text = _read_text(path, loaded)
+    text = _read_text(path, loaded, limits)
     if text is None:
         return loaded
-    for document in parse_documents_lenient(text):
+    for document in parse_documents_lenient(text, limits):
         if isinstance(document, SourceError):
             rule = "yaml-duplicate-key" if "appears twice" in str(document) else "yaml-syntax"
             loaded.problems.append(Problem(file, document.line, "(file)", rule, str(document)))
@@ -176,45 +221,118 @@ def _load_definition(file: str, document: Document, loaded: DefinitionSet) -> No
         loaded.procedures.append(Sourced(value, file, data, document.source_map))
 
 
-def _read_text(path: Path, loaded: DefinitionSet) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        loaded.problems.append(Problem(str(path), None, "(file)", "file-readable", str(exc)))
-        return None
-
-
-def load_conversation_file(path: Path) -> DefinitionSet:
-    """Load the conversations of a `.json` file (one object) or a `.jsonl` file (one a line)."""
-    loaded = DefinitionSet()
+def _read_text(path: Path, loaded: DefinitionSet, limits: InputLimits) -> str | None:
+    """The text of a file read whole, if it is within `max_file_bytes` and valid UTF-8."""
     file = str(path)
-    text = _read_text(path, loaded)
-    if text is None:
-        return loaded
-    if path.suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                _load_conversation(file, line, number, loaded)
-    else:
-        _load_conversation(file, text, 1, loaded)
-    return loaded
-
-
-def _load_conversation(file: str, text: str, first_line: int, loaded: DefinitionSet) -> None:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        with path.open("rb") as handle:
+            raw = handle.read(limits.max_file_bytes + 1)
+    except OSError as exc:
+        loaded.problems.append(
+            Problem(file, None, "(file)", "file-readable", exc.strerror or type(exc).__name__)
+        )
+        return None
+    if len(raw) > limits.max_file_bytes:
         loaded.problems.append(
             Problem(
                 file,
-                first_line + exc.lineno - 1,
+                None,
                 "(file)",
-                "json-syntax",
-                f"invalid JSON: {exc.msg} (column {exc.colno})",
+                "file-size",
+                f"larger than {limits.max_file_bytes} bytes; split it (JSON Lines files are "
+                "read a line at a time and have no total limit)",
             )
         )
+        return None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        loaded.problems.append(
+            Problem(file, line, "(file)", "file-readable", f"not valid UTF-8 at byte {exc.start}")
+        )
+        return None
+
+
+def load_conversation_file(path: Path, limits: InputLimits = DEFAULT_LIMITS) -> DefinitionSet:
+    """Load the conversations of a `.json` file (one object) or a `.jsonl` file (one a line)."""
+    loaded = DefinitionSet()
+    file = str(path)
+    if path.suffix != ".jsonl":
+        text = _read_text(path, loaded, limits)
+        if text is not None:
+            _load_conversation(file, text, 1, loaded, limits)
+        return loaded
+    try:
+        for number, line in _jsonl_lines(path, file, loaded.problems, limits):
+            _load_conversation(file, line, number, loaded, limits)
+    except OSError as exc:
+        loaded.problems.append(
+            Problem(file, None, "(file)", "file-readable", exc.strerror or type(exc).__name__)
+        )
+    return loaded
+
+
+def _jsonl_lines(
+    path: Path, file: str, problems: list[Problem], limits: InputLimits
+) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of a JSON Lines file with their numbers, read one at a time.
+
+    A line over `max_line_bytes` is skipped without being held in memory; a line that is not
+    UTF-8 is a problem for that line only.
+    """
+    with path.open("rb") as handle:
+        number = 0
+        while raw := handle.readline(limits.max_line_bytes + 1):
+            number += 1
+            if len(raw) > limits.max_line_bytes and not raw.endswith(b"\n"):
+                while (rest := handle.readline(1024 * 1024)) and not rest.endswith(b"\n"):
+                    pass
+                problems.append(
+                    Problem(
+                        file,
+                        number,
+                        "(line)",
+                        "line-size",
+                        f"line longer than {limits.max_line_bytes} bytes",
+                    )
+                )
+                continue
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append(
+                    Problem(
+                        file, number, "(line)", "line-utf-8", f"not valid UTF-8 at byte {exc.start}"
+                    )
+                )
+                continue
+            if line.strip():
+                yield number, line
+
+
+def _load_conversation(
+    file: str, text: str, first_line: int, loaded: DefinitionSet, limits: InputLimits
+) -> None:
+    try:
+        data = parse_record(text, first_line, limits)
+    except JsonProblem as exc:
+        loaded.problems.append(Problem(file, exc.line, "(file)", exc.rule, str(exc)))
         return
-    source_map = _json_source_map(text, first_line)
+    source_map = LazyJsonSourceMap(text, first_line)
+    violations = conversation_violations(data, limits)
+    if violations:
+        loaded.problems += [
+            Problem(
+                file,
+                source_map.line_of(data, violation.loc),
+                render_loc(violation.loc),
+                violation.rule,
+                violation.message,
+            )
+            for violation in violations
+        ]
+        return
     try:
         conversation = Conversation.model_validate(data)
     except ValidationError as exc:
@@ -222,21 +340,6 @@ def _load_conversation(file: str, text: str, first_line: int, loaded: Definition
         loaded.problems += validation_problems(exc, file, data, source_map, echo_input=False)
         return
     loaded.conversations.append(Sourced(conversation, file, data, source_map))
-
-
-def _json_source_map(text: str, first_line: int) -> SourceMap:
-    # JSON is (nearly) YAML, so the YAML composer can tell where each value is. If it cannot,
-    # problems are still reported, at the first line.
-    try:
-        # PyYAML refuses tab indentation, which JSON allows; in JSON a raw tab can only be
-        # whitespace, so spaces keep every line where it was.
-        document = next(parse_documents(text.replace("\t", " ")), None)
-    except SourceError:
-        document = None
-    if document is None:
-        return SourceMap({(): first_line})
-    offset = first_line - 1
-    return SourceMap({loc: line + offset for loc, line in document.source_map.lines.items()})
 
 
 def validation_problems(

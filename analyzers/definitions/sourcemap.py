@@ -7,12 +7,14 @@ location inside the data (`("steps", 2, "arguments")`) to the line where it is w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from analyzers.definitions.limits import DEFAULT_LIMITS, InputLimits
 from schemas.rules import Loc
 
 
@@ -59,28 +61,28 @@ class Document:
     start_line: int
 
 
-def parse_documents(text: str) -> Iterator[Document]:
+def parse_documents(text: str, limits: InputLimits = DEFAULT_LIMITS) -> Iterator[Document]:
     """Every non-empty document in a YAML stream (`---` separated), with line maps.
 
     A syntax error stops the stream (nothing after it can be trusted); a problem inside one
-    document (a repeated key) is raised for that document only, after the documents before it.
+    document (a repeated key, an alias bomb) is raised for that document only, after the
+    documents before it.
     """
-    try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise SourceError(_yaml_message(exc), None if mark is None else mark.line + 1) from exc
-    except yaml.YAMLError as exc:
-        raise SourceError(str(exc), None) from exc
-    for node in nodes:
-        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
-            continue
-        yield _document(node)
+    for document in parse_documents_lenient(text, limits):
+        if isinstance(document, SourceError):
+            raise document
+        yield document
 
 
-def parse_documents_lenient(text: str) -> Iterator[Document | SourceError]:
+def parse_documents_lenient(
+    text: str, limits: InputLimits = DEFAULT_LIMITS
+) -> Iterator[Document | SourceError]:
     """Like `parse_documents`, but a problem in one document is yielded in its place, so the
     valid documents of the same file are still used."""
+    too_deep = _flow_nesting_beyond(text, limits.max_depth)
+    if too_deep is not None:
+        yield SourceError(f"invalid YAML: nested deeper than {limits.max_depth} levels", too_deep)
+        return
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
@@ -90,16 +92,39 @@ def parse_documents_lenient(text: str) -> Iterator[Document | SourceError]:
     except yaml.YAMLError as exc:
         yield SourceError(str(exc), None)
         return
+    except RecursionError:
+        # PyYAML's composer recurses once per nesting level.
+        yield SourceError(f"invalid YAML: nested deeper than {limits.max_depth} levels", None)
+        return
     for node in nodes:
         if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
             continue
         try:
-            yield _document(node)
+            yield _document(node, limits)
         except SourceError as exc:
             yield exc
 
 
-def _document(node: yaml.Node) -> Document:
+def _flow_nesting_beyond(text: str, max_depth: int) -> int | None:
+    """The line where `[`/`{` brackets first nest deeper than `max_depth`, else None.
+
+    PyYAML's scanner does work per open bracket for every token, so 3,000 nested brackets
+    take it 25 s: count them first. Brackets inside quoted strings are counted too; the limit
+    is far above the nesting of any real definition.
+    """
+    depth = 0
+    for match in _BRACKET.finditer(text):
+        depth += 1 if match.group(0) in "[{" else -1
+        if depth > max_depth:
+            return text.count("\n", 0, match.start()) + 1
+    return None
+
+
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _document(node: yaml.Node, limits: InputLimits) -> Document:
+    check_node_graph(node, limits)
     source_map = SourceMap()
     _record_lines(node, (), source_map)
     constructor = yaml.SafeLoader("")
@@ -108,9 +133,73 @@ def _document(node: yaml.Node) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise SourceError(_yaml_message(exc), None if mark is None else mark.line + 1) from exc
+    except ValueError as exc:
+        # int() refuses literals over Python's digit limit; say so without quoting the value.
+        raise SourceError(
+            f"invalid YAML: a value cannot be read ({type(exc).__name__})",
+            node.start_mark.line + 1,
+        ) from exc
     finally:
         constructor.dispose()
     return Document(data=data, source_map=source_map, start_line=node.start_mark.line + 1)
+
+
+def check_node_graph(root: yaml.Node, limits: InputLimits) -> None:
+    """Refuse a document whose aliases loop back into themselves, that nests too deep, or that
+    has more than `max_yaml_nodes` nodes once every alias is expanded (billion laughs).
+
+    Aliases are shared nodes in the composed graph, so expanded sizes are counted once per
+    node (memoised), in time linear in the text, without expanding anything.
+    """
+    expanded: dict[int, int] = {}
+    on_path: set[int] = set()
+    # Iterative post-order walk: (node, depth, children already pushed).
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            size = 1 + sum(expanded[id(child)] for child in _children(node))
+            if size > limits.max_yaml_nodes:
+                raise SourceError(
+                    f"the document expands to more than {limits.max_yaml_nodes} values once its "
+                    "aliases (*name) are expanded; write the values out or raise the limit",
+                    node.start_mark.line + 1,
+                )
+            expanded[key] = size
+            continue
+        if key in expanded:
+            continue
+        if key in on_path:
+            raise SourceError(
+                "an alias (*name) refers to the anchor (&name) it is inside of, which makes an "
+                "endless value",
+                node.start_mark.line + 1,
+            )
+        if depth > limits.max_depth:
+            raise SourceError(
+                f"nested deeper than {limits.max_depth} levels", node.start_mark.line + 1
+            )
+        on_path.add(key)
+        stack.append((node, depth, True))
+        for child in _children(node):
+            if id(child) in on_path:
+                raise SourceError(
+                    "an alias (*name) refers to the anchor (&name) it is inside of, which "
+                    "makes an endless value",
+                    child.start_mark.line + 1,
+                )
+            if id(child) not in expanded:
+                stack.append((child, depth + 1, False))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _record_lines(node: yaml.Node, loc: Loc, source_map: SourceMap) -> None:

@@ -118,7 +118,7 @@ def validate(
 
     Exits 0 when everything is valid, 1 when anything is not.
     """
-    loaded = load_paths(paths)
+    loaded = load_paths(paths, load_settings(quiet=True).input_limits())
     problems = loaded.problems + check_definitions(loaded)
     for problem in problems:
         typer.echo(str(problem))
@@ -218,43 +218,61 @@ def submit(inputs: Inputs, analyzer: AnalyzerOption = None) -> None:
     """Persist conversations, record their runs and queue them for `posthoc worker`.
 
     Prints one line per run: run id, analyzer, conversation, status. Submitting the same
-    conversation content again prints the runs recorded the first time.
+    conversation content again prints the runs recorded the first time. A conversation the
+    ledger refuses is an input problem; the runs recorded before any failure are still queued.
     """
+    from sqlalchemy.exc import DataError, IntegrityError  # noqa: PLC0415
+
     from worker.cli.run_batch import ensure_parent  # noqa: PLC0415
     from worker.engine.celery_app import create_celery, enqueue_with  # noqa: PLC0415
     from worker.intake import read_conversations, record  # noqa: PLC0415
-    from worker.ledger import Ledger  # noqa: PLC0415
+    from worker.ledger import Ledger, RunRecord  # noqa: PLC0415
 
     settings = load_settings()
     catalog = load_catalog(settings)
     check_analyzer_names(catalog, analyzer)
-    loaded = read_conversations(inputs)
+    loaded = read_conversations(inputs, settings.input_limits())
     for problem in loaded.problems:
         typer.echo(f"input problem: {problem}", err=True)
     ensure_parent(settings.database_url)
     ensure_parent(settings.broker_url.removeprefix("sqla+"))
     ledger = Ledger.from_url(settings.database_url)
+    runs: list[tuple[Conversation, RunRecord]] = []
+    refused = 0
     try:
         ledger.migrate()
-        runs = record(
-            ledger,
-            catalog,
-            loaded.conversations,
-            analyzers=analyzer,
-            trigger="cli",
-            max_attempts=settings.max_attempts,
-            idempotent=True,
-        )
+        for conversation in loaded.conversations:
+            try:
+                runs += record(
+                    ledger,
+                    catalog,
+                    [conversation],
+                    analyzers=analyzer,
+                    trigger="cli",
+                    max_attempts=settings.max_attempts,
+                    idempotent=True,
+                )
+            except (DataError, IntegrityError) as exc:
+                # The database's message quotes the row (transcript text): name the class only.
+                refused += 1
+                typer.echo(
+                    f"input problem: conversation {conversation.conversation_id!r}: the ledger "
+                    f"refused it ({type(exc.orig).__name__ if exc.orig else type(exc).__name__})",
+                    err=True,
+                )
     finally:
         ledger.dispose()
-    new_queued = [run.id for _, run in runs if run.status == "queued" and run.created]
-    enqueue_with(create_celery(settings))(new_queued)
+        # Whatever was recorded is queued, even when a later conversation broke the loop: a
+        # recorded run must not wait for the sweeper to notice it.
+        new_queued = [run.id for _, run in runs if run.status == "queued" and run.created]
+        if new_queued:
+            enqueue_with(create_celery(settings))(new_queued)
     for conversation, run_record in runs:
         typer.echo(
             f"{run_record.id}\t{run_record.analyzer}\t{conversation.conversation_id}\t"
             f"{run_record.status}{'' if run_record.created else ' (already submitted)'}"
         )
-    raise typer.Exit(EXIT_FAILED if loaded.problems else 0)
+    raise typer.Exit(EXIT_FAILED if loaded.problems or refused else 0)
 
 
 @app.command()
@@ -292,6 +310,7 @@ def status(
     from worker.ledger import Ledger  # noqa: PLC0415
 
     settings = load_settings()
+    ensure_ledger_exists(settings.database_url)
     ledger = Ledger.from_url(settings.database_url)
     try:
         ledger.migrate()
@@ -361,6 +380,42 @@ def retry(
     for run_id in requeued:
         typer.echo(f"{run_id}\tqueued")
     typer.echo(f"{len(requeued)} run(s) queued again", err=True)
+
+
+def ensure_ledger_exists(database_url: str) -> None:
+    """A usage error, naming the ledger looked for, when there is no ledger at `database_url`.
+
+    Commands that only read must not create an empty ledger and report zeros from it.
+    """
+    import sqlalchemy as sa  # noqa: PLC0415
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    from worker.ledger import LedgerError, create_ledger_engine  # noqa: PLC0415
+
+    try:
+        url = make_url(database_url)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise fail_usage("POSTHOC_DATABASE_URL is not a database URL") from exc
+    shown = url.render_as_string(hide_password=True)
+    hint = "set POSTHOC_DATABASE_URL to the ledger `posthoc submit` and `posthoc worker` use"
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database in {"", ":memory:"} or not Path(database).is_file():
+            raise fail_usage(f"no ledger found: looked for the SQLite file {database!r} ({hint})")
+        return
+    try:
+        engine = create_ledger_engine(url)
+    except LedgerError as exc:
+        raise fail_usage(str(exc)) from exc
+    try:
+        with engine.connect() as connection:
+            found = sa.inspect(connection).has_table("analysis_runs")
+    except sa.exc.SQLAlchemyError as exc:
+        raise fail_usage(f"cannot reach the ledger at {shown} ({type(exc).__name__})") from exc
+    finally:
+        engine.dispose()
+    if not found:
+        raise fail_usage(f"no ledger found: {shown} has no posthoc tables ({hint})")
 
 
 def _console() -> Console:

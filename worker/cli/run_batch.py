@@ -40,7 +40,7 @@ def execute_batch(
     console: Console,
 ) -> int:
     """Read, record, run and report a batch; returns the exit code."""
-    loaded = read_conversations(inputs)
+    loaded = read_conversations(inputs, settings.input_limits())
     _print_problems(console, loaded.problems)
     if not loaded.conversations and not loaded.problems:
         console.print("[yellow]no conversations found in the inputs[/yellow]")
