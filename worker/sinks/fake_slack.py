@@ -7,12 +7,14 @@
         ...
     slack.messages("#escalations"); slack.duplicates()
 
-It answers `auth.test`, `chat.postMessage` (with `metadata`, `thread_ts`), `chat.update` and
-`conversations.history` the way Slack does where it matters for exactly-once delivery:
+It answers `auth.test`, `chat.postMessage` (with `metadata`, `thread_ts`), `chat.update`,
+`conversations.history`, `conversations.replies` and `conversations.list` the way Slack does
+where it matters for exactly-once delivery:
 
 - messages get a `ts` unique in their channel, and answers name the channel by id (`C…`);
-- `conversations.history` lists top-level messages newest first, and includes each message's
-  `metadata` **only** with `include_all_metadata=true`, as Slack does;
+- `conversations.history` lists top-level messages newest first (`replies`: a thread, oldest
+  first) and includes each message's `metadata` **only** with `include_all_metadata=true`, as
+  Slack does;
 - a message whose blocks break a Block Kit limit is refused (`invalid_blocks`,
   `msg_too_long`) like Slack refuses it;
 - faults: HTTP 429 with `Retry-After`, HTTP 500, and accept-then-drop (the post is stored, then
@@ -126,14 +128,24 @@ class FakeSlack:
             return sum(1 for name, _ in self.calls if name == method)
 
     def duplicates(self) -> int:
-        """How many messages repeat a delivery id already posted (0 when exactly once)."""
+        """How many messages repeat a (delivery id, part) already posted; 0 when exactly once."""
         with self._lock:
-            ids = Counter(
-                (m.metadata or {}).get("event_payload", {}).get(METADATA_DELIVERY_KEY)
-                for m in self._messages
-                if m.metadata and m.thread_ts is None
+            keys = Counter(
+                (payload.get(METADATA_DELIVERY_KEY), payload.get("part"))
+                for payload in (
+                    (m.metadata or {}).get("event_payload") or {} for m in self._messages
+                )
+                if payload.get(METADATA_DELIVERY_KEY) is not None
             )
-        return sum(n - 1 for key, n in ids.items() if key is not None)
+        return sum(n - 1 for n in keys.values())
+
+    def delivered(self, channel: str) -> Counter[str]:
+        """Headline messages in `channel` by the delivery id in their metadata."""
+        return Counter(
+            str(((m.metadata or {}).get("event_payload") or {}).get(METADATA_DELIVERY_KEY))
+            for m in self.messages(channel)
+            if m.thread_ts is None and m.metadata
+        )
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -163,6 +175,11 @@ class FakeSlack:
             return self._update(args)
         if method == "conversations.history":
             return self._history(args)
+        if method == "conversations.replies":
+            return self._replies(args)
+        if method == "conversations.list":
+            channels = [{"id": cid, "name": name} for name, cid in self._channel_ids.items()]
+            return {"ok": True, "channels": channels, "response_metadata": {"next_cursor": ""}}
         return {"ok": False, "error": "unknown_method"}
 
     def _post(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -217,6 +234,19 @@ class FakeSlack:
             "messages": [m.as_api(with_metadata=with_metadata) for m in top[:limit]],
             "has_more": len(top) > limit,
             "response_metadata": {"next_cursor": ""},
+        }
+
+    def _replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        cid = self.channel_id(str(args.get("channel", "")))
+        with_metadata = str(args.get("include_all_metadata", "")).lower() in {"true", "1"}
+        parent = str(args.get("ts", ""))
+        thread = [m for m in self._messages if m.channel == cid and parent in (m.ts, m.thread_ts)]
+        if not thread:
+            return {"ok": False, "error": "thread_not_found"}
+        return {
+            "ok": True,
+            "messages": [m.as_api(with_metadata=with_metadata) for m in thread],
+            "has_more": False,
         }
 
 
