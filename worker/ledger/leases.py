@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from schemas import AnalysisResult
 from schemas.usage import Usage
 from worker.ledger._sql import holds_lease, load_run, runs
+from worker.ledger.deliveries import record_outbox
 from worker.ledger.errors import LedgerError
 from worker.ledger.records import (
     AttemptOutcome,
@@ -194,7 +195,7 @@ def complete(
         "error_retryable": error.retryable if error else None,
     }
     outcome: AttemptOutcome = "failed" if result.status == "failed" else "succeeded"
-    return _finish(
+    finished = _finish(
         connection,
         now,
         run_id,
@@ -207,6 +208,9 @@ def complete(
         action="complete",
         spent=(result.usage, result.cost.total_usd),
     )
+    if finished:  # the outbox commits with the result, or neither does
+        record_outbox(connection, now, result)
+    return finished
 
 
 def retry_later(

@@ -217,3 +217,47 @@ effects = sa.Table(
     sa.CheckConstraint("sends >= 1", name="sends"),
     sa.Index(None, "run_id"),
 )
+
+DELIVERY_STATES = ("pending", "delivering", "delivered", "dead")
+"""pending: waits for `next_attempt_at`; delivering: leased by a worker; delivered; dead: the
+dead-letter state, with `dead_reason` (replay puts it back to pending)."""
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    # The delivery id: stable across retries (Slack metadata, webhook-id, JSONL lines).
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("analysis_runs.id"), nullable=False),
+    sa.Column("sink", sa.String(16), nullable=False),
+    sa.Column("destination", sa.String(1000), nullable=False),
+    # The route as the run saw it (channel, mentions, url, secret name, mapping): deliveries
+    # never read today's analyzer files.
+    sa.Column("route", _json(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("max_attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime(), nullable=False),
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_expires_at", UtcDateTime()),
+    # What the destination told us (Slack: channel id and each part's ts).
+    sa.Column("receipt", _json()),
+    sa.Column("last_error", sa.Text()),
+    sa.Column("dead_reason", sa.String(200)),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("delivered_at", UtcDateTime()),
+    sa.UniqueConstraint("run_id", "sink", "destination"),
+    sa.CheckConstraint(_one_of("status", DELIVERY_STATES), name="status"),
+    sa.CheckConstraint("status <> 'dead' OR dead_reason IS NOT NULL", name="dead_has_reason"),
+    sa.Index(None, "status", "next_attempt_at"),
+    sa.Index(None, "created_at"),
+)
+
+disabled_destinations = sa.Table(
+    "disabled_destinations",
+    metadata,
+    # "<sink>:<destination>", e.g. a webhook url that answered 410 Gone.
+    sa.Column("destination", sa.String(1100), primary_key=True),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("disabled_at", UtcDateTime(), nullable=False),
+)

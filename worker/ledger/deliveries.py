@@ -1,0 +1,422 @@
+"""The delivery ledger and outbox: one row per (run, sink, destination), with its own attempts.
+
+`record_outbox` runs inside the transaction that stores a run's result (`leases.complete`), so a
+result and its deliveries are committed together or not at all. A delivery is then claimed with
+a lease (a conditional UPDATE, like runs), attempted by a sink, and ends `delivered`, `pending`
+again with a `next_attempt_at` (retries are parked here, not as broker countdowns; the sweeper
+wakes them), or `dead` with its reason. `replay` puts dead (or delivered) deliveries back.
+
+The delivery id is derived from (run, sink, destination), so it is stable across retries and
+replays: it goes into Slack message metadata, the `webhook-id` header and JSONL lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, Row
+
+from analyzers.definitions.expressions import ExpressionError
+from schemas import AnalysisResult
+from schemas.analyzer import JsonlSink, SinkRoute, SlackSink, WebhookSink
+from worker.ledger._sql import upsert_insert
+from worker.ledger.clock import Clock, utc_now
+from worker.ledger.engine import WRITE_OPTION
+from worker.ledger.errors import LedgerError
+from worker.ledger.tables import deliveries, disabled_destinations
+from worker.sinks.routing import routing_matches
+
+DeliveryState = Literal["pending", "delivering", "delivered", "dead"]
+DEFAULT_MAX_ATTEMPTS = 8
+RouteSource = Callable[[str], tuple[Sequence[SinkRoute], Sequence[str]] | None]
+"""Analyzer name -> (its sinks, its declared output names), or None when unknown."""
+
+_routes_lock = threading.Lock()
+_route_source: RouteSource | None = None
+
+
+def use_routes(source: RouteSource | None) -> None:
+    """Say where a finished run's sinks come from (the engine's catalog, until run snapshots
+    carry them; see `routes_for_run`)."""
+    global _route_source  # noqa: PLW0603 - one route source per process, set at start-up
+    with _routes_lock:
+        _route_source = source
+
+
+def routes_for_run(
+    connection: Connection, result: AnalysisResult
+) -> tuple[Sequence[SinkRoute], Sequence[str]]:
+    """The sinks the run's analyzer declared and its output names.
+
+    The one place that decides where routing comes from: today the spec the engine ran (the
+    catalog registered with `use_routes`); when runs carry a snapshot of their spec, read it
+    here from `connection` instead, and nothing else changes.
+    """
+    del connection  # read by the snapshot version
+    with _routes_lock:
+        source = _route_source
+    found = source(result.analyzer) if source is not None else None
+    return found if found is not None else ((), ())
+
+
+def destination_of(sink: SinkRoute) -> str:
+    """What makes two routes of one run the same delivery."""
+    if isinstance(sink, SlackSink):
+        return sink.channel
+    if isinstance(sink, WebhookSink):
+        return sink.url
+    if isinstance(sink, JsonlSink):
+        return sink.path
+    raise LedgerError(f"unknown sink type {type(sink).__name__}")
+
+
+def delivery_id(run_id: str, sink: str, destination: str) -> str:
+    """Stable id of a (run, sink, destination); no '.' (webhook ids must not contain one)."""
+    digest = hashlib.sha256(f"{run_id}\x00{sink}\x00{destination}".encode()).hexdigest()
+    return f"dlv_{digest[:40]}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One delivery as the ledger holds it."""
+
+    id: str
+    run_id: str
+    sink: str
+    destination: str
+    route: dict[str, Any]
+    status: DeliveryState
+    attempts: int
+    max_attempts: int
+    next_attempt_at: datetime
+    receipt: dict[str, Any] | None
+    last_error: str | None
+    dead_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+    lease_owner: str | None = None
+
+
+def _record(row: Row[Any]) -> DeliveryRecord:
+    data = row._mapping
+    return DeliveryRecord(**{name: data[name] for name in DeliveryRecord.__slots__})
+
+
+def record_outbox(
+    connection: Connection,
+    now: datetime,
+    result: AnalysisResult,
+    *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> list[str]:
+    """Write the run's deliveries (one per matching route); return the ids of new pending ones.
+
+    A route whose `when` fails to evaluate, or whose destination is disabled, is written
+    `dead` with the reason, so it shows in `posthoc deliveries list` instead of vanishing.
+    """
+    sinks, declared = routes_for_run(connection, result)
+    pending = []
+    for sink in sinks:
+        status: DeliveryState = "pending"
+        reason = error = None
+        try:
+            if not routing_matches(sink, result, declared):
+                continue
+        except ExpressionError as exc:
+            status, reason, error = "dead", "routing_error", str(exc)
+        destination = destination_of(sink)
+        if status == "pending" and is_disabled(connection, sink.type, destination):
+            status, reason = "dead", "destination_disabled"
+            error = f"{sink.type} destination is disabled"
+        new_id = delivery_id(result.run_id, sink.type, destination)
+        inserted = connection.execute(
+            upsert_insert(connection, deliveries)
+            .values(
+                id=new_id,
+                run_id=result.run_id,
+                sink=sink.type,
+                destination=destination,
+                route=sink.model_dump(mode="json"),
+                status=status,
+                attempts=0,
+                max_attempts=max_attempts,
+                next_attempt_at=now,
+                last_error=error,
+                dead_reason=reason,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+        ).rowcount
+        if inserted and status == "pending":
+            pending.append(new_id)
+    return pending
+
+
+def claim(
+    connection: Connection, now: datetime, delivery: str, worker_id: str, lease_seconds: float
+) -> DeliveryRecord | None:
+    """Take a due delivery (pending and due, or delivering under an expired lease)."""
+    claimable = sa.or_(
+        sa.and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now),
+        sa.and_(deliveries.c.status == "delivering", deliveries.c.lease_expires_at <= now),
+    )
+    row = connection.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.id == delivery, claimable)
+        .values(
+            status="delivering",
+            attempts=deliveries.c.attempts + 1,
+            lease_owner=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            updated_at=now,
+        )
+        .returning(*deliveries.c)
+    ).one_or_none()
+    return _record(row) if row is not None else None
+
+
+def _held(delivery: str, worker_id: str) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        deliveries.c.id == delivery,
+        deliveries.c.status == "delivering",
+        deliveries.c.lease_owner == worker_id,
+    )
+
+
+def save_receipt(
+    connection: Connection, now: datetime, delivery: str, worker_id: str, receipt: dict[str, Any]
+) -> bool:
+    """Store what the destination answered so far (a Slack `ts`), while the lease is held."""
+    return bool(
+        connection.execute(
+            sa.update(deliveries)
+            .where(_held(delivery, worker_id))
+            .values(receipt=receipt, updated_at=now)
+        ).rowcount
+    )
+
+
+def mark_delivered(
+    connection: Connection,
+    now: datetime,
+    delivery: str,
+    worker_id: str,
+    receipt: dict[str, Any] | None,
+) -> bool:
+    values: dict[str, Any] = {
+        "status": "delivered",
+        "delivered_at": now,
+        "updated_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "last_error": None,
+    }
+    if receipt is not None:
+        values["receipt"] = receipt
+    return bool(
+        connection.execute(
+            sa.update(deliveries).where(_held(delivery, worker_id)).values(values)
+        ).rowcount
+    )
+
+
+def retry_or_dead(
+    connection: Connection,
+    now: datetime,
+    delivery: str,
+    worker_id: str,
+    *,
+    error: str,
+    reason: str,
+    delay_seconds: float,
+) -> Literal["pending", "dead", "lease_lost"]:
+    """Park a transient failure until `now + delay_seconds`, or dead-letter it when this was
+    its last attempt."""
+    row = connection.execute(
+        sa.select(deliveries.c.attempts, deliveries.c.max_attempts).where(
+            _held(delivery, worker_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return "lease_lost"
+    if row.attempts >= row.max_attempts:
+        dead(
+            connection, now, delivery, worker_id, reason=f"attempts_exhausted:{reason}", error=error
+        )
+        return "dead"
+    connection.execute(
+        sa.update(deliveries)
+        .where(_held(delivery, worker_id))
+        .values(
+            status="pending",
+            next_attempt_at=now + timedelta(seconds=max(0.0, delay_seconds)),
+            lease_owner=None,
+            lease_expires_at=None,
+            last_error=error,
+            updated_at=now,
+        )
+    )
+    return "pending"
+
+
+def dead(
+    connection: Connection, now: datetime, delivery: str, worker_id: str, *, reason: str, error: str
+) -> bool:
+    """The dead-letter state: kept with its reason until replayed."""
+    return bool(
+        connection.execute(
+            sa.update(deliveries)
+            .where(_held(delivery, worker_id))
+            .values(
+                status="dead",
+                dead_reason=reason[:200],
+                last_error=error,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        ).rowcount
+    )
+
+
+def disable_destination(
+    connection: Connection, now: datetime, sink: str, destination: str, reason: str
+) -> None:
+    key = f"{sink}:{destination}"
+    connection.execute(
+        upsert_insert(connection, disabled_destinations)
+        .values(destination=key, reason=reason, disabled_at=now)
+        .on_conflict_do_nothing()
+    )
+
+
+def is_disabled(connection: Connection, sink: str, destination: str) -> bool:
+    key = f"{sink}:{destination}"
+    return (
+        connection.execute(
+            sa.select(disabled_destinations.c.destination).where(
+                disabled_destinations.c.destination == key
+            )
+        ).first()
+        is not None
+    )
+
+
+def disabled(connection: Connection) -> list[tuple[str, str, datetime]]:
+    """Disabled destinations: (sink:destination, reason, when)."""
+    rows = connection.execute(sa.select(disabled_destinations).order_by("destination")).all()
+    return [(r.destination, r.reason, r.disabled_at) for r in rows]
+
+
+def due(connection: Connection, now: datetime, limit: int = 500) -> list[str]:
+    """Deliveries to wake: pending and due, or delivering under an expired lease."""
+    return list(
+        connection.execute(
+            sa.select(deliveries.c.id)
+            .where(
+                sa.or_(
+                    sa.and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now),
+                    sa.and_(
+                        deliveries.c.status == "delivering", deliveries.c.lease_expires_at <= now
+                    ),
+                )
+            )
+            .order_by(deliveries.c.next_attempt_at)
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def replay(connection: Connection, now: datetime, ids: Sequence[str]) -> list[str]:
+    """Put dead or delivered deliveries back to pending with fresh attempts; returns those
+    replayed. A replayed Slack delivery updates its message (its receipt is kept)."""
+    replayed = connection.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.id.in_(list(ids)), deliveries.c.status.in_(["dead", "delivered"]))
+        .values(
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            dead_reason=None,
+            updated_at=now,
+        )
+        .returning(deliveries.c.id)
+    ).scalars()
+    return sorted(replayed)
+
+
+def list_deliveries(
+    connection: Connection,
+    *,
+    status: str | None = None,
+    sink: str | None = None,
+    run_id: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> list[DeliveryRecord]:
+    query = sa.select(deliveries).order_by(deliveries.c.created_at.desc(), deliveries.c.id)
+    if status is not None:
+        query = query.where(deliveries.c.status == status)
+    if sink is not None:
+        query = query.where(deliveries.c.sink == sink)
+    if run_id is not None:
+        query = query.where(deliveries.c.run_id == run_id)
+    if since is not None:
+        query = query.where(deliveries.c.created_at >= since)
+    return [_record(row) for row in connection.execute(query.limit(limit)).all()]
+
+
+def counts_by_status(connection: Connection) -> dict[str, int]:
+    rows = connection.execute(
+        sa.select(deliveries.c.status, sa.func.count()).group_by(deliveries.c.status)
+    ).all()
+    return {str(status): int(count) for status, count in rows}
+
+
+def backoff_seconds(
+    attempt: int,
+    retry_after: float | None,
+    *,
+    base: float = 5.0,
+    cap: float = 3600.0,
+    rng: random.Random | None = None,
+) -> float:
+    """Exponential backoff with jitter (half to full of the step), never sooner than the
+    destination's `Retry-After`."""
+    step = min(cap, base * 2 ** max(0, attempt - 1))
+    uniform = rng.uniform if rng is not None else random.uniform
+    jittered: float = step * uniform(0.5, 1.0)
+    return max(jittered, retry_after or 0.0)
+
+
+class DeliveryLedger:
+    """The delivery operations, each in its own transaction, on a ledger's engine."""
+
+    def __init__(self, engine: Engine, *, now: Clock = utc_now) -> None:
+        self.engine = engine
+        self._clock = now
+
+    def now(self) -> datetime:
+        return self._clock().astimezone(UTC)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            connection.execution_options(**{WRITE_OPTION: True})
+            with connection.begin():
+                yield connection
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
