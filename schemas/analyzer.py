@@ -266,8 +266,16 @@ class WebhookSink(_SinkBase):
     type: Literal["webhook"]
     url: NonEmptyText
     secret: str | None = Field(
-        default=None, description="`{{secrets.NAME}}`: the signing secret's name."
+        default=None,
+        description="`{{secrets.NAME}}`: the signing secret's name; the secret may hold several "
+        "secrets separated by spaces while they rotate.",
     )
+    mapping: dict[str, Any] | None = Field(
+        default=None,
+        description='A JSON template of the body: "{{path.to.field}}" strings take that value of '
+        "the payload (`type`, `timestamp`, `data`: the result).",
+    )
+    timeout_seconds: float = Field(default=15.0, gt=0, le=60)
 
 
 class JsonlSink(_SinkBase):

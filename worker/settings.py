@@ -102,6 +102,24 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("POSTHOC_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL"),
     )
 
+    slack_bot_token: SecretStr | None = Field(
+        default=None, description="Bot token (xoxb-...) for Slack sinks; needs chat:write."
+    )
+    slack_api_url: str = Field(
+        default="https://slack.com/api/", description="Slack Web API base URL (tests: the fake)."
+    )
+    conversation_url_template: str | None = Field(
+        default=None,
+        description="Link shown in Slack, e.g. https://cx.example.com/{tenant_id}/{conversation_id}",
+    )
+    delivery_max_attempts: int = Field(default=8, ge=1, description="Before a dead letter.")
+    delivery_lease_seconds: int = Field(default=120, ge=5)
+    delivery_sweep_seconds: float = Field(
+        default=10.0, gt=0, description="How often parked delivery retries are woken."
+    )
+    delivery_retry_base_seconds: float = Field(default=5.0, gt=0)
+    delivery_retry_max_seconds: float = Field(default=3600.0, gt=0)
+
     def input_limits(self) -> InputLimits:
         """The input limits, as the plain object the loaders below `worker/` take."""
         return InputLimits(

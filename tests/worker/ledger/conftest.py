@@ -27,6 +27,8 @@ POSTGRES_ADMIN_URLS = (
     "postgresql+psycopg://root@127.0.0.1:5432/postgres",
 )
 LEDGER_TABLES = (
+    "deliveries",
+    "disabled_destinations",
     "effects",
     "run_attempts",
     "analysis_runs",
@@ -117,8 +119,9 @@ def ledger(database_url: str, clock: ManualClock) -> Iterator[Ledger]:
         if ledger.engine.dialect.name == "postgresql":
             with ledger.engine.begin() as connection:
                 connection.exec_driver_sql(
-                    "TRUNCATE effects, run_attempts, analysis_runs, analyzer_snapshots, "
-                    "conversation_versions, conversations RESTART IDENTITY CASCADE"
+                    "TRUNCATE deliveries, disabled_destinations, effects, run_attempts, "
+                    "analysis_runs, analyzer_snapshots, conversation_versions, conversations "
+                    "RESTART IDENTITY CASCADE"
                 )
         yield ledger
     finally:

@@ -20,6 +20,8 @@ EXPECTED_TABLES = {
     "analysis_runs",
     "run_attempts",
     "effects",
+    "deliveries",
+    "disabled_destinations",
     "alembic_version",
 }
 

@@ -1,0 +1,133 @@
+"""The outbox: deliveries written with the result, routed by CEL, claimed, parked, dead-lettered
+and replayed (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from schemas.analyzer import JsonlSink, SinkRoute, SlackSink, WebhookSink
+from schemas.result import RunError
+from tests.worker.ledger.conftest import QueueRun, make_result
+from worker.ledger import Ledger, ManualClock
+from worker.ledger import deliveries as outbox
+from worker.ledger.deliveries import DeliveryLedger
+
+ROUTES: list[SinkRoute] = [
+    SlackSink(type="slack", channel="#escalations", when='status == "succeeded"'),
+    SlackSink(type="slack", channel="#failures", when='status == "failed"'),
+    WebhookSink(type="webhook", url="http://127.0.0.1:9/hook"),
+    JsonlSink(type="jsonl", path="out.jsonl", when="outputs.nothing.size() > 0"),
+]
+
+
+@pytest.fixture(autouse=True)
+def routes() -> Iterator[None]:
+    outbox.use_routes(
+        lambda name: (ROUTES, ["refund_decision"]) if name == "refund_review" else None
+    )
+    yield
+    outbox.use_routes(None)
+
+
+def _complete(ledger: Ledger, queue_run: QueueRun, status: str = "succeeded") -> str:
+    run_id = queue_run()
+    assert ledger.claim(run_id, "w1", 60) is not None
+    error = RunError(type="boom", message="broke") if status == "failed" else None
+    assert ledger.complete(run_id, "w1", make_result(run_id, status=status, error=error))
+    return run_id
+
+
+def test_completion_writes_one_delivery_per_matching_route(
+    ledger: Ledger, queue_run: QueueRun
+) -> None:
+    run_id = _complete(ledger, queue_run)
+    store = DeliveryLedger(ledger.engine)
+    with store.read() as connection:
+        rows = outbox.list_deliveries(connection, run_id=run_id)
+    by_destination = {r.destination: r for r in rows}
+    assert set(by_destination) == {"#escalations", "http://127.0.0.1:9/hook", "out.jsonl"}
+    assert by_destination["#escalations"].status == "pending"
+    # A route whose `when` cannot be evaluated is dead-lettered with the reason, not dropped.
+    assert by_destination["out.jsonl"].status == "dead"
+    assert by_destination["out.jsonl"].dead_reason == "routing_error"
+
+
+def test_failed_runs_are_routable(ledger: Ledger, queue_run: QueueRun) -> None:
+    run_id = _complete(ledger, queue_run, status="failed")
+    with DeliveryLedger(ledger.engine).read() as connection:
+        destinations = {r.destination for r in outbox.list_deliveries(connection, run_id=run_id)}
+    assert "#failures" in destinations
+    assert "#escalations" not in destinations
+
+
+def test_no_result_no_deliveries(ledger: Ledger, queue_run: QueueRun) -> None:
+    """A completion without the lease writes nothing: result and outbox commit together."""
+    run_id = queue_run()
+    assert ledger.claim(run_id, "w1", 60) is not None
+    assert not ledger.complete(run_id, "intruder", make_result(run_id))
+    with DeliveryLedger(ledger.engine).read() as connection:
+        assert outbox.list_deliveries(connection, run_id=run_id) == []
+
+
+def test_claim_park_dead_letter_and_replay(
+    ledger: Ledger, queue_run: QueueRun, clock: ManualClock
+) -> None:
+    run_id = _complete(ledger, queue_run)
+    store = DeliveryLedger(ledger.engine, now=clock)
+    delivery = outbox.delivery_id(run_id, "slack", "#escalations")
+    with store.write() as c:
+        claimed = outbox.claim(c, clock(), delivery, "w1", 60)
+        assert claimed is not None
+        assert claimed.attempts == 1
+        assert outbox.claim(c, clock(), delivery, "w2", 60) is None  # leased
+        assert (
+            outbox.retry_or_dead(
+                c, clock(), delivery, "w1", error="429", reason="rate", delay_seconds=30
+            )
+            == "pending"
+        )
+        assert outbox.claim(c, clock(), delivery, "w1", 60) is None  # parked until due
+        assert delivery not in outbox.due(c, clock())
+    clock.advance(31)
+    with store.write() as c:
+        assert delivery in outbox.due(c, clock())
+        assert outbox.claim(c, clock(), delivery, "w1", 60) is not None
+        assert outbox.dead(c, clock(), delivery, "w1", reason="slack_invalid_auth", error="no")
+        assert outbox.counts_by_status(c)["dead"] == 2  # with the routing error
+        assert outbox.replay(c, clock(), [delivery]) == [delivery]
+        assert outbox.replay(c, clock(), [delivery]) == []  # pending already
+        again = outbox.claim(c, clock(), delivery, "w1", 60)
+        assert again is not None
+        assert again.attempts == 1
+
+
+def test_an_expired_lease_is_taken_over(
+    ledger: Ledger, queue_run: QueueRun, clock: ManualClock
+) -> None:
+    run_id = _complete(ledger, queue_run)
+    store = DeliveryLedger(ledger.engine, now=clock)
+    delivery = outbox.delivery_id(run_id, "slack", "#escalations")
+    with store.write() as c:
+        assert outbox.claim(c, clock(), delivery, "dead-worker", 60) is not None
+    clock.advance(61)
+    with store.write() as c:
+        assert delivery in outbox.due(c, clock())
+        taken = outbox.claim(c, clock(), delivery, "w2", 60)
+        assert taken is not None
+        assert taken.attempts == 2
+        assert not outbox.mark_delivered(c, clock(), delivery, "dead-worker", None)
+        assert outbox.mark_delivered(c, clock(), delivery, "w2", {"ts": {"0": "1.0"}})
+
+
+def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
+    rng = random.Random(7)  # noqa: S311 - seeded jitter
+    first = [outbox.backoff_seconds(1, None, rng=rng) for _ in range(50)]
+    fifth = [outbox.backoff_seconds(5, None, rng=rng) for _ in range(50)]
+    assert all(2.5 <= d <= 5 for d in first)
+    assert all(40 <= d <= 80 for d in fifth)
+    assert len(set(first)) > 1
+    assert outbox.backoff_seconds(1, 120.0, rng=rng) == 120.0
+    assert outbox.backoff_seconds(40, None, cap=60, rng=rng) <= 60
