@@ -4,6 +4,7 @@ A new command group is a module here that adds its commands to `worker.cli.comma
 one import line below.
 """
 
+from worker.cli import deliveries  # noqa: F401 - registers `posthoc deliveries`
 from worker.cli.commands import app, main
 
 __all__ = ["app", "main"]

@@ -12,7 +12,7 @@ import sys
 from contextlib import AbstractContextManager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -153,8 +153,12 @@ def run(
     simulate: Annotated[
         bool, typer.Option(help="Use posthoc's simulated model instead of Claude.")
     ] = False,
+    deliver: Annotated[
+        bool, typer.Option(help="Deliver results to the analyzers' sinks (Slack, webhooks).")
+    ] = True,
 ) -> None:
-    """Analyse conversations now, in this process, on the embedded ledger (no broker)."""
+    """Analyse conversations now, in this process, on the embedded ledger (no broker), and
+    deliver the results to their sinks (`--no-deliver` to skip)."""
     settings = load_settings(quiet=True)
     catalog = load_catalog(settings, analyzers_dir)
     check_analyzer_names(catalog, analyzer)
@@ -172,6 +176,7 @@ def run(
             out=out,
             concurrency=concurrency or settings.concurrency,
             console=console,
+            deliver=deliver,
         )
     raise typer.Exit(code)
 
@@ -207,6 +212,8 @@ def demo(
             out=out,
             concurrency=settings.concurrency,
             console=console,
+            # The demo posts to Slack only when a bot token says where; never dead letters.
+            deliver=settings.slack_bot_token is not None,
         )
     if simulate:
         console.print("Reminder: the model above was SIMULATED.", style="bold yellow")
@@ -317,6 +324,7 @@ def status(
         totals = ledger.counts_by_status()
         by_analyzer = ledger.counts_by_analyzer()
         failed = ledger.list_runs(status="failed", limit=20)
+        delivery_counts, disabled = _delivery_status(ledger)
     finally:
         ledger.dispose()
     if as_json:
@@ -333,6 +341,11 @@ def status(
                             "error_message": r.error_message,
                         }
                         for r in failed
+                    ],
+                    "deliveries": delivery_counts,
+                    "disabled_destinations": [
+                        {"destination": d, "reason": why, "disabled_at": at.isoformat()}
+                        for d, why, at in disabled
                     ],
                 },
                 indent=2,
@@ -354,6 +367,18 @@ def status(
         console.print(
             f"failed {r.id} {r.analyzer}: {r.error_type}: {r.error_message}", highlight=False
         )
+    states_seen = ", ".join(f"{n} {state}" for state, n in sorted(delivery_counts.items()))
+    console.print(f"deliveries: {states_seen or 'none'}", highlight=False)
+    for destination, reason, _at in disabled:
+        console.print(f"disabled destination {destination}: {reason}", highlight=False)
+
+
+def _delivery_status(ledger: Any) -> tuple[dict[str, int], list[tuple[str, str, Any]]]:
+    """Deliveries by state, and the destinations disabled (a webhook that answered 410)."""
+    from worker.ledger import deliveries as outbox  # noqa: PLC0415
+
+    with outbox.DeliveryLedger(ledger.engine).read() as connection:
+        return outbox.counts_by_status(connection), outbox.disabled(connection)
 
 
 @app.command()

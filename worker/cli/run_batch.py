@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from worker.engine.runner import Engine, EngineConfig, ProcessOutcome
 from worker.engine.service import worker_identity
 from worker.intake import read_conversations, record
 from worker.ledger import Ledger
+from worker.ledger.deliveries import DeliveryLedger, use_routes
 from worker.settings import Settings, tool_secrets
+from worker.sinks.delivery import Deliverer, routes_from_catalog
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -38,8 +41,10 @@ def execute_batch(
     out: Path | None,
     concurrency: int,
     console: Console,
+    deliver: bool = True,
 ) -> int:
-    """Read, record, run and report a batch; returns the exit code."""
+    """Read, record, run and report a batch, then deliver its results (unless `deliver` is
+    False: then no deliveries are recorded at all); returns the exit code."""
     loaded = read_conversations(inputs, settings.input_limits())
     _print_problems(console, loaded.problems)
     if not loaded.conversations and not loaded.problems:
@@ -59,6 +64,7 @@ def execute_batch(
             idempotent=False,
         )
         queued = [run.id for _, run in runs if run.status == "queued"]
+        use_routes(routes_from_catalog(catalog) if deliver else None)
         engine = Engine(
             ledger=ledger,
             catalog=catalog,
@@ -70,7 +76,10 @@ def execute_batch(
         with _progress(console, len(queued)) as advance:
             asyncio.run(_process_and_close(engine, queued, concurrency, advance))
         results = collect_results(ledger, runs)
+        if deliver:
+            deliver_in_process(ledger, settings, queued, console)
     finally:
+        use_routes(None)
         ledger.dispose()
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +89,27 @@ def execute_batch(
     _print_summary(console, results, out)
     failed = any(result.status == "failed" for result in results) or bool(loaded.problems)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def deliver_in_process(
+    ledger: Ledger, settings: Settings, run_ids: Sequence[str], console: Console
+) -> None:
+    """Deliver the runs' results now, in this process, and say how it went."""
+    deliverer = Deliverer(
+        DeliveryLedger(ledger.engine),
+        settings,
+        worker_id=f"{worker_identity()}:cli",
+        secrets=tool_secrets(),
+    )
+    outcomes = [o for run_id in run_ids for o in deliverer.deliver_run(run_id)]
+    if not outcomes:
+        return
+    counts = Counter(o.status for o in outcomes)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    console.print(f"deliveries: {summary}", highlight=False)
+    for outcome in outcomes:
+        if outcome.status == "dead":
+            console.print(f"  dead {outcome.delivery_id}: {outcome.reason}", highlight=False)
 
 
 async def _process_and_close(

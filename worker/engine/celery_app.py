@@ -25,6 +25,7 @@ from celery import Celery, signals
 from worker.settings import Settings
 
 TASK_NAME = "posthoc.run_analysis"
+DELIVER_TASK = "posthoc.deliver"
 QUEUE = "posthoc.runs"
 """The default queue (`POSTHOC_QUEUE`); an app's own is `app.conf.task_default_queue`."""
 
@@ -52,7 +53,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "worker_enable_remote_control": False,
-        "task_routes": {TASK_NAME: {"queue": settings.queue}},
+        "task_routes": {
+            TASK_NAME: {"queue": settings.queue},
+            DELIVER_TASK: {"queue": settings.queue},
+        },
     }
 
 
@@ -76,9 +80,31 @@ def create_celery(settings: Settings) -> Celery:
                 queue=app.conf.task_default_queue,
                 countdown=outcome.retry_in,
             )
+        if outcome.status in {"succeeded", "failed"}:
+            # The outbox rows committed with the result; wake their deliveries now (the
+            # delivery sweeper finds them anyway should these messages be lost).
+            enqueue_deliveries_with(app)(_get_service(app).pending_deliveries(run_id))
         return str(outcome.status)
 
+    @app.task(name=DELIVER_TASK, ignore_result=True, shared=False)
+    def deliver(delivery_id: str) -> str:
+        """One attempt of one delivery. A retry is parked in the ledger (`next_attempt_at`),
+        never as a broker countdown: the delivery sweeper wakes it when it is due."""
+        return str(_get_service(app).deliver(delivery_id).status)
+
     return app
+
+
+def enqueue_deliveries_with(app: Celery) -> Any:
+    """A function that puts delivery ids on `app`'s queue."""
+
+    queue = app.conf.task_default_queue
+
+    def enqueue(delivery_ids: Sequence[str]) -> None:
+        for delivery_id in delivery_ids:
+            app.send_task(DELIVER_TASK, args=[delivery_id], queue=queue)
+
+    return enqueue
 
 
 def enqueue_with(app: Celery) -> Any:
@@ -101,6 +127,7 @@ def _get_service(app: Celery) -> Any:
 
             _service = WorkerService(app.conf.posthoc_settings, enqueue=enqueue_with(app))
             _service.start_sweeper()
+            _service.start_delivery_sweeper(enqueue_deliveries_with(app))
         return _service
 
 

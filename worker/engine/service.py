@@ -24,7 +24,15 @@ from worker.engine.ratelimit import LocalLimiter, RateLimitedModel, RedisLimiter
 from worker.engine.runner import Engine, EngineConfig, ProcessOutcome
 from worker.http_transport import HttpxTransport
 from worker.ledger import Ledger
+from worker.ledger.deliveries import DeliveryLedger, use_routes
+from worker.ledger.deliveries import due as due_deliveries
 from worker.settings import Settings, tool_secrets
+from worker.sinks.delivery import (
+    Deliverer,
+    DeliveryOutcome,
+    pending_for_run,
+    routes_from_catalog,
+)
 
 log = structlog.get_logger("posthoc.worker")
 T = TypeVar("T")
@@ -114,6 +122,16 @@ class WorkerService:
             secrets=tool_secrets(),
         )
         self._sweeper: Future[None] | None = None
+        # Deliveries: routes come from this catalog (see deliveries.routes_for_run).
+        use_routes(routes_from_catalog(self.catalog))
+        self.deliverer = Deliverer(
+            DeliveryLedger(self.ledger.engine),
+            settings,
+            worker_id=worker_identity(),
+            secrets=tool_secrets(),
+        )
+        self.enqueue_deliveries: Enqueue | None = None
+        self._delivery_sweeper: Future[None] | None = None
 
     def process(self, run_id: str) -> ProcessOutcome:
         """Process one run id, blocking the calling thread (a Celery pool thread)."""
@@ -142,10 +160,42 @@ class WorkerService:
             log.info("sweep.done", requeued=len(report.to_enqueue), exhausted=len(report.exhausted))
         return report.to_enqueue
 
+    def deliver(self, delivery_id: str) -> DeliveryOutcome:
+        """One delivery attempt (a Celery pool thread); a retry is parked in the ledger."""
+        return self.deliverer.deliver(delivery_id)
+
+    def pending_deliveries(self, run_id: str) -> list[str]:
+        return pending_for_run(self.deliverer.store, run_id)
+
+    def start_delivery_sweeper(self, enqueue: Enqueue) -> None:
+        """Every `delivery_sweep_seconds`, enqueue deliveries that are due: parked retries and
+        ones whose worker died. A duplicate message is a no-op (the claim fails)."""
+        self.enqueue_deliveries = enqueue
+        if self._delivery_sweeper is None:
+            self._delivery_sweeper = self.loop.submit(self._sweep_deliveries_forever())
+
+    async def _sweep_deliveries_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.delivery_sweep_seconds)
+            try:
+                await asyncio.to_thread(self.sweep_deliveries_once)
+            except Exception:
+                log.exception("delivery_sweep.failed")
+
+    def sweep_deliveries_once(self) -> list[str]:
+        store = self.deliverer.store
+        with store.read() as connection:
+            ids = due_deliveries(connection, store.now())
+        if ids and self.enqueue_deliveries is not None:
+            self.enqueue_deliveries(ids)
+        return ids
+
     def close(self) -> None:
-        """Stop the sweeper and the loop, close connections."""
+        """Stop the sweepers and the loop, close connections."""
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._delivery_sweeper is not None:
+            self._delivery_sweeper.cancel()
         self.loop.submit(self.http.aclose()).result(timeout=10)
         aclose = getattr(self.engine.model, "aclose", None)
         if aclose is not None:

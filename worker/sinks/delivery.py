@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +21,8 @@ import structlog
 from slack_sdk import WebClient
 
 from schemas import AnalysisResult, Conversation
-from schemas.analyzer import JsonlSink, SlackSink, WebhookSink
+from schemas.analyzer import JsonlSink, SinkRoute, SlackSink, WebhookSink
+from worker.catalog import Catalog
 from worker.ledger import deliveries as ledger
 from worker.ledger.conversations import get_conversation
 from worker.ledger.deliveries import DeliveryLedger, DeliveryRecord
@@ -289,3 +290,21 @@ class Deliverer:
             time.sleep(min(waits))
             ids = [o.delivery_id for o in outcomes if o.status == "pending"]
         return list(final.values())
+
+
+def routes_from_catalog(catalog: Catalog) -> ledger.RouteSource:
+    """The route source for `use_routes`: the sinks of the spec the engine runs."""
+
+    def routes(analyzer: str) -> tuple[Sequence[SinkRoute], Sequence[str]] | None:
+        spec = catalog.analyzers.get(analyzer)
+        if spec is None:
+            return None
+        return spec.sinks, [output.name for output in spec.outputs]
+
+    return routes
+
+
+def pending_for_run(store: DeliveryLedger, run_id: str) -> list[str]:
+    """The run's deliveries waiting for an attempt (to enqueue right after the run)."""
+    with store.read() as connection:
+        return [r.id for r in ledger.list_deliveries(connection, run_id=run_id, status="pending")]
