@@ -17,8 +17,9 @@ where it matters for exactly-once delivery:
   Slack does;
 - a message whose blocks break a Block Kit limit is refused (`invalid_blocks`,
   `msg_too_long`) like Slack refuses it;
-- faults: HTTP 429 with `Retry-After`, HTTP 500, and accept-then-drop (the post is stored, then
-  the connection is closed without an answer: the case where a blind retry posts twice).
+- faults: HTTP 429 with `Retry-After`, HTTP 500, a refusal (`ok: false`), and accept-then-drop
+  (the post is stored, then the connection is closed without an answer: the case where a blind
+  retry posts twice).
 
 It counts duplicates: messages that carry the same `delivery_id` in their metadata.
 The server is the standard library's threading HTTP server, so a fault can close the socket at
@@ -69,7 +70,14 @@ class AcceptThenDrop:
     """The request is carried out, then the connection closes without an answer."""
 
 
-Fault = RateLimited | ServerError | AcceptThenDrop
+@dataclass(frozen=True)
+class Refused:
+    """HTTP 200 with `ok: false` and this error (a permanent refusal); nothing is stored."""
+
+    error: str = "is_archived"
+
+
+Fault = RateLimited | ServerError | AcceptThenDrop | Refused
 
 
 @dataclass
@@ -157,6 +165,8 @@ class FakeSlack:
             fault = scripted.pop(0) if scripted else None
         if fault is None and self.fault_plan is not None:
             fault = self.fault_plan(method, args)
+        if isinstance(fault, Refused):
+            return None, {"ok": False, "error": fault.error}
         if isinstance(fault, RateLimited | ServerError):
             return fault, {
                 "ok": False,
