@@ -8,8 +8,9 @@
     slack.messages("#escalations"); slack.duplicates()
 
 It answers `auth.test`, `chat.postMessage` (with `metadata`, `thread_ts`), `chat.update`,
-`conversations.history`, `conversations.replies` and `conversations.list` the way Slack does
-where it matters for exactly-once delivery:
+`conversations.history`, `conversations.replies`, `conversations.list`, and incoming-webhook
+URLs (`/services/...`, answering the text `ok`) the way Slack does where it matters for
+exactly-once delivery:
 
 - messages get a `ts` unique in their channel, and answers name the channel by id (`C…`);
 - `conversations.history` lists top-level messages newest first (`replies`: a thread, oldest
@@ -51,6 +52,8 @@ from worker.sinks.render import (
 )
 
 METADATA_DELIVERY_KEY = "delivery_id"
+INCOMING_WEBHOOK_CHANNEL = "#incoming"
+"""The channel the fake's incoming-webhook URLs (`{base}/services/...`) post to."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ class FakeSlack:
     def _carry_out(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
             return {"ok": True, "team": "fake", "user": "posthoc", "bot_id": "B0001"}
-        if method == "chat.postMessage":
+        if method in {"chat.postMessage", "incoming-webhook"}:
             return self._post(args)
         if method == "chat.update":
             return self._update(args)
@@ -339,6 +342,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, args: dict[str, Any]) -> None:
         slack = self.server.slack
+        if urlsplit(self.path).path.startswith("/services/"):
+            self._incoming_webhook(args)
+            return
         method = urlsplit(self.path).path.rsplit("/", 1)[-1]
         if self.headers.get("Authorization") != f"Bearer {slack.token}":
             self._answer(200, {"ok": False, "error": "invalid_auth"})
@@ -355,6 +361,24 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(500, {"ok": False, "error": "internal_error"})
             return
         self._answer(200, answer)
+
+    def _incoming_webhook(self, args: dict[str, Any]) -> None:
+        """`/services/...`: an incoming webhook bound to `#incoming`; answers the text `ok`."""
+        fault, answer = self.server.slack.handle(
+            "incoming-webhook", {**args, "channel": INCOMING_WEBHOOK_CHANNEL}
+        )
+        if isinstance(fault, RateLimited):
+            self._answer(429, {}, {"Retry-After": str(fault.retry_after)})
+            return
+        if isinstance(fault, ServerError):
+            self._answer(500, {})
+            return
+        data = b"ok" if answer.get("ok") else str(answer.get("error", "invalid")).encode()
+        self.send_response(200 if answer.get("ok") else 400)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _answer(
         self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None

@@ -232,12 +232,16 @@ def _find(
 def match_metadata(messages: Sequence[dict[str, Any]], delivery_id: str, part: int) -> str | None:
     """The `ts` of the first message whose metadata names this delivery and part."""
     for message in messages:
-        metadata = message.get("metadata") or {}
-        payload = metadata.get("event_payload") or {}
+        if not isinstance(message, dict):
+            continue
+        metadata = message.get("metadata")
+        payload = metadata.get("event_payload") if isinstance(metadata, dict) else None
         if (
-            metadata.get("event_type") == METADATA_EVENT_TYPE
+            isinstance(payload, dict)
+            and metadata.get("event_type") == METADATA_EVENT_TYPE  # type: ignore[union-attr]
             and payload.get("delivery_id") == delivery_id
-            and int(payload.get("part", -1)) == part
+            and payload.get("part") == part
+            and isinstance(message.get("ts"), str)
         ):
             return str(message["ts"])
     return None

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from slack_sdk import WebClient
 
 from tests.worker.sinks import results
 from worker.sinks.errors import RetryLater, Undeliverable
 from worker.sinks.fake_slack import (
+    INCOMING_WEBHOOK_CHANNEL,
     AcceptThenDrop,
     FakeSlack,
     RateLimited,
@@ -17,7 +21,13 @@ from worker.sinks.fake_slack import (
     serve_fake_slack,
 )
 from worker.sinks.render import RenderedResult, render_result
-from worker.sinks.slack import SlackReceipt, deliver_to_slack, web_client
+from worker.sinks.slack import (
+    SlackReceipt,
+    deliver_to_incoming_webhook,
+    deliver_to_slack,
+    match_metadata,
+    web_client,
+)
 
 TOKEN = "xoxb-test"
 
@@ -175,3 +185,43 @@ def test_details_go_in_a_thread_under_the_headline_and_replay_updates_them(
 
 def _metadata(delivery_id: str) -> dict[str, object]:
     return {"event_type": "posthoc_delivery", "event_payload": {"delivery_id": delivery_id}}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=15), inner),
+    max_leaves=25,
+)
+
+
+@given(
+    messages=st.lists(json_values | st.fixed_dictionaries({"metadata": json_values}), max_size=8)
+)
+def test_a_hostile_history_never_breaks_the_lookup(messages: list[Any]) -> None:
+    assert match_metadata(messages, "d-1", 0) is None
+
+
+def test_the_lookup_matches_delivery_and_part() -> None:
+    mine = {"event_type": "posthoc_delivery", "event_payload": {"delivery_id": "d-1", "part": 1}}
+    history = [
+        {"ts": "1.1", "metadata": {**mine, "event_type": "other"}},
+        {"ts": "1.2", "metadata": mine},
+    ]
+    assert match_metadata(history, "d-1", 1) == "1.2"
+    assert match_metadata(history, "d-1", 0) is None
+    assert match_metadata(history, "d-2", 1) is None
+
+
+def test_incoming_webhook_mode_posts_the_headline_and_honours_429(
+    slack: tuple[FakeSlack, WebClient],
+) -> None:
+    fake, client = slack
+    url = client.base_url.replace("/api/", "/services/T0/B0/secret")
+    fake.fail_next("incoming-webhook", RateLimited(retry_after=9))
+    with pytest.raises(RetryLater) as raised:
+        deliver_to_incoming_webhook(url, render_result(results.follow_ups()))
+    assert raised.value.retry_after == 9.0
+    deliver_to_incoming_webhook(url, render_result(results.follow_ups()))
+    [message] = fake.messages(INCOMING_WEBHOOK_CHANNEL)
+    assert message.metadata is None  # no metadata, no ts: nothing to update or look up later
+    assert "follow_ups" in message.text
