@@ -18,8 +18,9 @@ from tests.worker.sinks.receiver import Receiver, serve_receiver
 from worker.ledger import Ledger, ManualClock, RunPlan
 from worker.ledger import deliveries as outbox
 from worker.ledger.deliveries import DeliveryLedger
+from worker.catalog import Catalog
 from worker.settings import Settings
-from worker.sinks.delivery import Deliverer
+from worker.sinks.delivery import Deliverer, routes_from_catalog
 from worker.sinks.fake_slack import (
     AcceptThenDrop,
     FakeSlack,
@@ -85,7 +86,9 @@ def world(tmp_path: Path) -> Iterator[World]:
             outbox.use_routes(None)
 
 
-def test_routing_by_priority_lands_in_the_right_channels(world: World) -> None:
+def test_the_builtin_follow_ups_route_by_priority_to_the_right_channels(world: World) -> None:
+    catalog = Catalog.load([], [], builtins=True)
+    outbox.use_routes(routes_from_catalog(catalog))
     high = world.complete(results.follow_ups("high", run_id="x"))
     normal = world.complete(results.follow_ups("normal", run_id="y"))
     outcomes = world.deliverer.deliver_due()
@@ -97,8 +100,18 @@ def test_routing_by_priority_lands_in_the_right_channels(world: World) -> None:
     ]
     assert list(world.slack.delivered("#cx-digest")) == [world.deliveries(normal)["#cx-digest"].id]
     [escalation] = world.slack.messages("#escalations")
-    assert "<!subteam^S0614TZR7>" in json.dumps(escalation.blocks)
     assert "https://cx.example.com/acme/c-123" in json.dumps(escalation.blocks)
+    failed = world.complete(results.failed())
+    world.deliverer.deliver_due()
+    assert set(world.deliveries(failed)) == {"#cx-digest"}
+    assert len(world.slack.messages("#cx-digest")) == 2
+
+
+def test_mentions_reach_the_message(world: World) -> None:
+    world.complete(results.follow_ups("high"))
+    world.deliverer.deliver_due()
+    [escalation] = world.slack.messages("#escalations")
+    assert "<!subteam^S0614TZR7>" in json.dumps(escalation.blocks)
 
 
 def test_a_429_is_honoured_before_the_next_attempt(world: World) -> None:
