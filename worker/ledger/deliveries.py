@@ -27,10 +27,13 @@ from sqlalchemy.engine import Connection, Engine, Row
 from analyzers.definitions.expressions import ExpressionError
 from schemas import AnalysisResult
 from schemas.analyzer import JsonlSink, SinkRoute, SlackSink, WebhookSink
-from worker.ledger._sql import upsert_insert
+from schemas.result import RunError
+from worker.ledger._sql import load_run, upsert_insert
 from worker.ledger.clock import Clock, utc_now
+from worker.ledger.conversations import conversation_identity
 from worker.ledger.engine import WRITE_OPTION
 from worker.ledger.errors import LedgerError
+from worker.ledger.runs import results
 from worker.ledger.tables import deliveries, disabled_destinations
 from worker.sinks.routing import routing_matches
 
@@ -420,3 +423,35 @@ class DeliveryLedger:
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as connection, connection.begin():
             yield connection
+
+
+def stored_or_failed_result(connection: Connection, run_id: str) -> AnalysisResult | None:
+    """The run's stored result; for a run failed without one (`fail`, attempts exhausted), a
+    failed result built from its row; None while it has neither."""
+    run = load_run(connection, run_id)
+    stored = results(connection, [run_id])
+    if stored:
+        return stored[0]
+    if run.status != "failed":
+        return None
+    tenant_id, conversation_id = conversation_identity(connection, run.conversation_pk)
+    return AnalysisResult(
+        run_id=run.id,
+        conversation_id=conversation_id,
+        tenant_id=tenant_id,
+        analyzer=run.analyzer,
+        analyzer_version=run.analyzer_version,
+        status="failed",
+        error=RunError(
+            type=run.error_type or "failed",
+            message=run.error_message or "the run failed without a message",
+        ),
+    )
+
+
+def record_failure_outbox(connection: Connection, now: datetime, run_id: str) -> list[str]:
+    """The outbox of a run that failed without a result, so its failure can be routed too."""
+    result = stored_or_failed_result(connection, run_id)
+    if result is None or result.status != "failed":
+        return []
+    return record_outbox(connection, now, result)

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from schemas import AnalysisResult
 from schemas.usage import Usage
 from worker.ledger._sql import holds_lease, load_run, runs
-from worker.ledger.deliveries import record_outbox
+from worker.ledger.deliveries import record_failure_outbox, record_outbox
 from worker.ledger.errors import LedgerError
 from worker.ledger.records import (
     AttemptOutcome,
@@ -136,6 +136,7 @@ def fail_exhausted(connection: Connection, now: datetime, run_ids: list[str]) ->
         ).scalars()
     )
     for run_id in failed:
+        record_failure_outbox(connection, now, run_id)
         _close_attempts(
             connection,
             now,
@@ -266,6 +267,8 @@ def retry_later(
     )
     if not done:
         return "lease_lost"
+    if exhausted:
+        record_failure_outbox(connection, now, run_id)
     return "failed" if exhausted else "queued"
 
 
@@ -287,7 +290,7 @@ def fail(
         "error_message": message,
         "error_retryable": False,
     }
-    return _finish(
+    finished = _finish(
         connection,
         now,
         run_id,
@@ -300,6 +303,9 @@ def fail(
         action="fail",
         spent=spent,
     )
+    if finished:  # a failure is routable too (`when: status == "failed"`)
+        record_failure_outbox(connection, now, run_id)
+    return finished
 
 
 def _finish(

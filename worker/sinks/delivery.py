@@ -26,7 +26,6 @@ from worker.catalog import Catalog
 from worker.ledger import deliveries as ledger
 from worker.ledger.conversations import get_conversation
 from worker.ledger.deliveries import DeliveryLedger, DeliveryRecord
-from worker.ledger.runs import results
 from worker.ledger.tables import analysis_runs
 from worker.settings import Settings
 from worker.sinks.errors import DestinationGone, RetryLater, Undeliverable
@@ -185,7 +184,9 @@ class Deliverer:
 
     def _load(self, run_id: str) -> tuple[AnalysisResult, Conversation | None]:
         with self.store.read() as connection:
-            [result] = results(connection, [run_id])
+            result = ledger.stored_or_failed_result(connection, run_id)
+            if result is None:
+                raise Undeliverable(f"run {run_id} has no result to deliver", reason="no_result")
             pk = connection.execute(
                 sa.select(analysis_runs.c.conversation_pk).where(analysis_runs.c.id == run_id)
             ).scalar_one()

@@ -131,3 +131,18 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
     assert len(set(first)) > 1
     assert outbox.backoff_seconds(1, 120.0, rng=rng) == 120.0
     assert outbox.backoff_seconds(40, None, cap=60, rng=rng) <= 60
+
+
+def test_a_run_failed_without_a_result_is_routed_too(ledger: Ledger, queue_run: QueueRun) -> None:
+    run_id = queue_run()
+    assert ledger.claim(run_id, "w1", 60) is not None
+    assert ledger.fail(run_id, "w1", error_type="config_error", message="no such tool")
+    store = DeliveryLedger(ledger.engine)
+    with store.read() as connection:
+        destinations = {r.destination for r in outbox.list_deliveries(connection, run_id=run_id)}
+        result = outbox.stored_or_failed_result(connection, run_id)
+    assert "#failures" in destinations
+    assert "#escalations" not in destinations
+    assert result is not None
+    assert result.error is not None
+    assert result.error.type == "config_error"

@@ -15,10 +15,10 @@ from schemas.analyzer import JsonlSink, SinkRoute, SlackSink, WebhookSink
 from schemas.result import AnalysisResult
 from tests.worker.sinks import results
 from tests.worker.sinks.receiver import Receiver, serve_receiver
+from worker.catalog import Catalog
 from worker.ledger import Ledger, ManualClock, RunPlan
 from worker.ledger import deliveries as outbox
 from worker.ledger.deliveries import DeliveryLedger
-from worker.catalog import Catalog
 from worker.settings import Settings
 from worker.sinks.delivery import Deliverer, routes_from_catalog
 from worker.sinks.fake_slack import (
