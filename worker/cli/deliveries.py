@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -37,12 +38,23 @@ def _parse_time(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def shown_destination(destination: str) -> str:
+    """A destination fit to print: a URL keeps its scheme and host only, since webhook URLs
+    (Slack's incoming webhooks above all) carry their secret in the path."""
+    parts = urlsplit(destination)
+    if parts.scheme and parts.netloc:
+        return (
+            f"{parts.scheme}://{parts.hostname}/…" if parts.path not in {"", "/"} else destination
+        )
+    return destination
+
+
 def _as_json(record: DeliveryRecord) -> dict[str, object]:
     return {
         "id": record.id,
         "run_id": record.run_id,
         "sink": record.sink,
-        "destination": record.destination,
+        "destination": shown_destination(record.destination),
         "status": record.status,
         "attempts": record.attempts,
         "next_attempt_at": record.next_attempt_at.isoformat(),
@@ -83,7 +95,7 @@ def list_command(
             r.id,
             r.run_id,
             r.sink,
-            r.destination,
+            shown_destination(r.destination),
             r.status,
             str(r.attempts),
             r.dead_reason or (r.last_error or "")[:60],

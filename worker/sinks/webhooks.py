@@ -156,7 +156,8 @@ def post_webhook(
     `Undeliverable`. Redirects are never followed."""
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise Undeliverable(f"webhook url must be http(s)://host/...: {url[:100]!r}", reason="url")
+        # The url itself is not quoted: webhook urls often carry a token in their path.
+        raise Undeliverable("the webhook url must be http(s)://host/...", reason="url")
     connection_type = (
         http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     )

@@ -13,6 +13,7 @@ import structlog
 from typer.testing import CliRunner, Result
 
 from worker.cli import app
+from worker.cli.deliveries import shown_destination
 from worker.sinks.fake_slack import FakeSlack, serve_fake_slack
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -86,3 +87,11 @@ def test_replay_needs_exactly_one_choice_and_names_unknown_ids(slack: FakeSlack)
     assert "dlv_nosuch" in unknown.output
     assert invoke("deliveries", "replay", "--since", "yesterday").exit_code == 2
     assert invoke("deliveries", "list", "--status", "lost").exit_code == 2
+
+
+def test_urls_are_printed_without_their_secret_path() -> None:
+    assert shown_destination("https://hooks.slack.com/services/T0/B0/s3cr3t") == (
+        "https://hooks.slack.com/…"
+    )
+    assert shown_destination("#cx-digest") == "#cx-digest"
+    assert shown_destination("out/results.jsonl") == "out/results.jsonl"
