@@ -23,7 +23,7 @@ from worker.engine.runner import Engine, EngineConfig, ProcessOutcome
 from worker.engine.service import worker_identity
 from worker.intake import read_conversations, record
 from worker.ledger import Ledger
-from worker.ledger.deliveries import DeliveryLedger, use_routes
+from worker.ledger.deliveries import DeliveryLedger, hold_back, use_routes
 from worker.settings import Settings, tool_secrets
 from worker.sinks.delivery import Deliverer, routes_from_catalog
 
@@ -44,7 +44,8 @@ def execute_batch(
     deliver: bool = True,
 ) -> int:
     """Read, record, run and report a batch, then deliver its results (unless `deliver` is
-    False: then no deliveries are recorded at all); returns the exit code."""
+    False: then its deliveries are recorded as held back, dead until replayed); returns the
+    exit code."""
     loaded = read_conversations(inputs, settings.input_limits())
     _print_problems(console, loaded.problems)
     if not loaded.conversations and not loaded.problems:
@@ -78,6 +79,16 @@ def execute_batch(
         results = collect_results(ledger, runs)
         if deliver:
             deliver_in_process(ledger, settings, queued, console)
+        else:
+            store = DeliveryLedger(ledger.engine)
+            with store.write() as connection:
+                held = hold_back(connection, store.now(), queued, "held_back:--no-deliver")
+            if held:
+                console.print(
+                    f"deliveries: {held} held back (--no-deliver); "
+                    "`posthoc deliveries replay --failed` sends them",
+                    highlight=False,
+                )
     finally:
         use_routes(None)
         ledger.dispose()

@@ -34,7 +34,8 @@ from worker.ledger.conversations import conversation_identity
 from worker.ledger.engine import WRITE_OPTION
 from worker.ledger.errors import LedgerError
 from worker.ledger.runs import results
-from worker.ledger.tables import deliveries, disabled_destinations
+from worker.ledger.snapshots import get_snapshot
+from worker.ledger.tables import analysis_runs, deliveries, disabled_destinations
 from worker.sinks.routing import routing_matches
 
 DeliveryState = Literal["pending", "delivering", "delivered", "dead"]
@@ -47,8 +48,8 @@ _route_source: RouteSource | None = None
 
 
 def use_routes(source: RouteSource | None) -> None:
-    """Say where a finished run's sinks come from (the engine's catalog, until run snapshots
-    carry them; see `routes_for_run`)."""
+    """Say where the sinks of a run recorded without a snapshot come from (the engine's
+    catalog; see `routes_for_run`). None: such runs get no deliveries."""
     global _route_source  # noqa: PLW0603 - one route source per process, set at start-up
     with _routes_lock:
         _route_source = source
@@ -57,13 +58,18 @@ def use_routes(source: RouteSource | None) -> None:
 def routes_for_run(
     connection: Connection, result: AnalysisResult
 ) -> tuple[Sequence[SinkRoute], Sequence[str]]:
-    """The sinks the run's analyzer declared and its output names.
+    """The sinks and declared output names of the analyzer version the run executed.
 
-    The one place that decides where routing comes from: today the spec the engine ran (the
-    catalog registered with `use_routes`); when runs carry a snapshot of their spec, read it
-    here from `connection` instead, and nothing else changes.
+    The one place that decides where routing comes from: the run's analyzer snapshot (recorded
+    with the run, so routing never follows today's YAML); for a run recorded without a
+    snapshot, the route source registered with `use_routes` (the engine's catalog).
     """
-    del connection  # read by the snapshot version
+    spec_hash = connection.execute(
+        sa.select(analysis_runs.c.spec_hash).where(analysis_runs.c.id == result.run_id)
+    ).scalar_one_or_none()
+    if spec_hash is not None:
+        spec = get_snapshot(connection, spec_hash).spec
+        return spec.sinks, [output.name for output in spec.outputs]
     with _routes_lock:
         source = _route_source
     found = source(result.analyzer) if source is not None else None
@@ -356,6 +362,18 @@ def replay(connection: Connection, now: datetime, ids: Sequence[str]) -> list[st
         .returning(deliveries.c.id)
     ).scalars()
     return sorted(replayed)
+
+
+def hold_back(connection: Connection, now: datetime, run_ids: Sequence[str], reason: str) -> int:
+    """Dead-letter the runs' pending deliveries with `reason` (`posthoc run --no-deliver`):
+    recorded and visible, sent only if someone replays them."""
+    return int(
+        connection.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.run_id.in_(list(run_ids)), deliveries.c.status == "pending")
+            .values(status="dead", dead_reason=reason, updated_at=now)
+        ).rowcount
+    )
 
 
 def list_deliveries(

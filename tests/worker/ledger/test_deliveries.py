@@ -10,8 +10,10 @@ import pytest
 
 from schemas.analyzer import JsonlSink, SinkRoute, SlackSink, WebhookSink
 from schemas.result import RunError
-from tests.worker.ledger.conftest import QueueRun, make_result
-from worker.ledger import Ledger, ManualClock
+from schemas.snapshot import AnalyzerSnapshot
+from tests.worker.ledger.conftest import QueueRun, make_conversation, make_result
+from worker.catalog import Catalog
+from worker.ledger import Ledger, ManualClock, RunPlan
 from worker.ledger import deliveries as outbox
 from worker.ledger.deliveries import DeliveryLedger
 
@@ -146,3 +148,22 @@ def test_a_run_failed_without_a_result_is_routed_too(ledger: Ledger, queue_run: 
     assert result is not None
     assert result.error is not None
     assert result.error.type == "config_error"
+
+
+def test_routing_follows_the_runs_snapshot_not_todays_routes(ledger: Ledger) -> None:
+    """The run recorded v1's sinks; the catalog (route source) has moved on since."""
+    spec = Catalog.load([], [], builtins=True).analyzers["follow_ups"]
+    pinned = spec.model_copy(update={"sinks": [SlackSink(type="slack", channel="#pinned")]})
+    snapshot = AnalyzerSnapshot(spec=pinned, brief="b")
+    ref = ledger.save_conversation(make_conversation())
+    [run] = ledger.record_runs(
+        ref.pk, [RunPlan("follow_ups", spec.version, snapshot=snapshot)], trigger="cli"
+    )
+    assert ledger.claim(run.id, "w1", 60) is not None
+    result = make_result(run.id, analyzer="follow_ups").model_copy(
+        update={"analyzer_version": spec.version, "outputs": {}}
+    )
+    assert ledger.complete(run.id, "w1", result)
+    with DeliveryLedger(ledger.engine).read() as connection:
+        rows = outbox.list_deliveries(connection, run_id=run.id)
+    assert [r.destination for r in rows] == ["#pinned"]

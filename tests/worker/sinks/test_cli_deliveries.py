@@ -72,11 +72,17 @@ def test_run_delivers_and_replay_updates_the_same_message(slack: FakeSlack) -> N
     assert status["deliveries"] == {"delivered": 1}
 
 
-def test_no_deliver_records_no_deliveries(slack: FakeSlack) -> None:
+def test_no_deliver_holds_deliveries_back_until_replayed(slack: FakeSlack) -> None:
     ran = invoke("run", str(CONVERSATION), "--simulate", "--no-deliver")
     assert ran.exit_code == 0, ran.output
+    assert "1 held back" in ran.output
     assert slack.messages("#cx-digest") == []
-    assert invoke("deliveries", "list", "--json").output == ""
+    [row] = [
+        json.loads(line) for line in invoke("deliveries", "list", "--json").output.splitlines()
+    ]
+    assert (row["status"], row["dead_reason"]) == ("dead", "held_back:--no-deliver")
+    assert invoke("deliveries", "replay", "--failed", "--now").exit_code == 0
+    assert len(slack.messages("#cx-digest")) == 1
 
 
 def test_replay_needs_exactly_one_choice_and_names_unknown_ids(slack: FakeSlack) -> None:
