@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from worker.engine.celery_app import QUEUE, TASK_NAME, celery_config, create_celery, enqueue_with
+from worker.engine.celery_app import (
+    DELIVER_TASK,
+    QUEUE,
+    TASK_NAME,
+    celery_config,
+    create_celery,
+    enqueue_with,
+)
 from worker.settings import Settings
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -87,7 +94,11 @@ def test_run_ids_travel_on_the_configured_queue() -> None:
     assert config(REDIS)["task_default_queue"] == QUEUE == "posthoc.runs"
     custom = config(REDIS, queue="posthoc.runs.eu")
     assert custom["task_default_queue"] == "posthoc.runs.eu"
-    assert custom["task_routes"] == {TASK_NAME: {"queue": "posthoc.runs.eu"}}
+    # Deliveries travel on the fleet's queue too.
+    assert custom["task_routes"] == {
+        TASK_NAME: {"queue": "posthoc.runs.eu"},
+        DELIVER_TASK: {"queue": "posthoc.runs.eu"},
+    }
 
 
 @pytest.mark.parametrize("name", ["", "a,b", "runs with spaces"])
