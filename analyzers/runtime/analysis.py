@@ -30,7 +30,6 @@ from schemas.conversation import Conversation
 from schemas.procedure import Procedure
 from schemas.procedure_execution import ProcedureExecution
 from schemas.result import AnalysisResult, Provenance, RecordedOutput, RunError, Timings
-from schemas.usage import Usage
 
 POSTHOC_VERSION = "0.1.0"
 PROMPT_RESERVE_TOKENS = 24_000
