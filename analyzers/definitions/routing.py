@@ -31,9 +31,15 @@ def result_variables(
     """What a sink's `when` reads about `result` (and its conversation, when given)."""
     data = result.model_dump(mode="json")
     variables = {name: data.get(name) for name in RESULT_VARIABLES if name in data}
+    # Without the conversation, its ids are still known from the result itself.
     variables["conversation"] = (
-        conversation_variables(conversation) if conversation is not None else None
+        conversation_variables(conversation)
+        if conversation is not None
+        else {"conversation_id": result.conversation_id, "tenant_id": result.tenant_id or ""}
     )
+    # A run that did not fail has no error: an empty map, so `error.type` reads as absent
+    # rather than failing on null.
+    variables["error"] = data.get("error") or {}
     return variables
 
 

@@ -42,7 +42,8 @@ def result_with(
 
 
 def builtin_when(name: str) -> SlackSink:
-    (route,) = builtin_analyzer(name).sinks
+    """The built-in's first Slack route (follow_ups: the escalations channel)."""
+    route = builtin_analyzer(name).sinks[0]
     assert isinstance(route, SlackSink)
     return route
 

@@ -1,47 +1,25 @@
-"""Which sinks a result goes to: each sink's `when` (CEL) evaluated over the result.
+"""Which sinks a result goes to, for the outbox: the pure `routing_matches` of
+`analyzers.definitions.routing`, on a result that has every output its analyzer declares.
 
-This is the one place routing is evaluated, so the pure `routing_matches(sink, result)` evaluator
-the results work adds can replace `routing_matches` here in one edit. The variables are
-`analyzers.definitions.checks.RESULT_VARIABLES`: `status`, `outputs` (every declared output is
-present, empty when nothing was recorded), `conversation` (its ids), `usage`, `cost`, `error`,
-`truncated`, and the run's ids.
+Results recorded before every declared output was always present may lack some; they are filled
+in here (empty), so `size(outputs.x) > 0` is false for them too instead of an error.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from analyzers.definitions.expressions import compile_expression
+from analyzers.definitions.routing import routing_matches as _routing_matches
 from schemas import AnalysisResult
 from schemas.analyzer import SinkRoute
 
 
-def result_variables(result: AnalysisResult, declared: Sequence[str] = ()) -> dict[str, Any]:
-    """The values a `when` expression sees for `result`."""
-    data = result.model_dump(mode="json")
-    outputs: dict[str, Any] = {name: [] for name in declared}
-    outputs.update(data["outputs"])
-    return {
-        "run_id": result.run_id,
-        "analyzer": result.analyzer,
-        "analyzer_version": result.analyzer_version,
-        "status": result.status,
-        "outputs": outputs,
-        "conversation": {
-            "conversation_id": result.conversation_id,
-            "tenant_id": result.tenant_id or "",
-        },
-        "usage": data["usage"],
-        "cost": data["cost"],
-        "error": data["error"] or {},
-        "truncated": result.truncated,
-    }
-
-
 def routing_matches(sink: SinkRoute, result: AnalysisResult, declared: Sequence[str] = ()) -> bool:
     """Whether `sink` takes `result`: always without `when`; a failing expression raises
-    `ExpressionError` (the caller records it, so a broken route is not silent)."""
-    if sink.when is None:
-        return True
-    return compile_expression(sink.when).holds(result_variables(result, declared))
+    `RoutingError` (an `ExpressionError`: the caller records it, so a broken route is not
+    silent)."""
+    missing = [name for name in declared if name not in result.outputs]
+    if missing:
+        outputs = {**result.outputs, **{name: [] for name in missing}}
+        result = result.model_copy(update={"outputs": outputs})
+    return _routing_matches(sink, result)
