@@ -30,7 +30,9 @@ OUTPUT_TOOL_PREFIX = "record_"
 class AnalyzerTrigger(Contract):
     """Which conversations an analyzer runs on. Every given criterion must hold.
 
-    Empty lists match everything. `expression` is CEL over the conversation (`outcome`,
+    Empty lists match everything. `outcomes` match the conversation's outcome ignoring case,
+    spaces, dashes and underscores (`early_disconnect` matches `EarlyDisconnect`). `expression`
+    is CEL over the conversation (`outcome`,
     `channel`, `turns`, `events`, `dynamic_variables`, `metadata`, `duration_seconds`, ...).
     `sample_rate` runs the analyzer on that share of matching conversations, decided by a hash of
     the conversation id so that a rerun makes the same choice.

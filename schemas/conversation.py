@@ -3,6 +3,12 @@
 `POST /v1/conversations`, `posthoc run` and the ledger all share this shape. Platform adapters
 (ElevenLabs, Vapi, Retell, ...) translate into it. Fields we do not know are never dropped: on the
 conversation, a turn or an event they are moved into that object's `metadata`.
+
+The minimal conversation is a `conversation_id` and its `turns`, because that is what public
+datasets and CRM exports carry: `tenant_id` defaults to the intake source's tenant (or `default`),
+`agent_id` and `channel` are optional, `started_at`/`ended_at` are taken from the turns' times
+when they have them and are otherwise left empty (never invented), and `outcome` is any short
+string kept verbatim (`Complete`, `EarlyDisconnect`), which triggers match after normalisation.
 """
 
 from __future__ import annotations
@@ -27,7 +33,14 @@ Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=
 """An id from the customer's systems: any non-empty text up to 200 characters."""
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
-"""A lower_snake_case word such as an outcome (`resolved`, `escalated`, `customer_hung_up`)."""
+"""A lower_snake_case word such as a trigger's outcome (`resolved`, `customer_hung_up`)."""
+
+Outcome = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+"""How the conversation ended, as the source system says it (`completed`, `Complete`,
+`EarlyDisconnect`, `customer-hung-up`): kept verbatim, compared with `outcome_key`."""
+
+DEFAULT_TENANT = "default"
+"""The tenant of a conversation that names none and came from a source without one."""
 
 Role = Literal["agent", "user", "system"]
 Channel = Literal["voice", "chat", "sms", "email", "other"]
@@ -42,7 +55,15 @@ WELL_KNOWN_OUTCOMES = (
     "voicemail",
     "unknown",
 )
-"""Outcomes the built-in analyzers understand. Any other lower_snake_case word is accepted."""
+"""Outcomes the built-in analyzers understand. Any other short string is accepted."""
+
+_OUTCOME_SEPARATORS = re.compile(r"[\s_\-]+")
+
+
+def outcome_key(outcome: str) -> str:
+    """The form outcomes are compared in: case, spaces, dashes and underscores ignored, so
+    `EarlyDisconnect`, `early-disconnect`, `Early Disconnect` and `early_disconnect` match."""
+    return _OUTCOME_SEPARATORS.sub("", outcome).casefold()
 
 
 # Text no store can keep: NUL (PostgreSQL refuses it in text and JSONB) and unpaired surrogates
@@ -158,19 +179,26 @@ class Event(Contract):
 
 
 class Conversation(Contract):
-    """A finished conversation between an AI agent and a customer, with its event log."""
+    """A conversation between an AI agent and a customer, with its event log.
+
+    Only `conversation_id` and `turns` are needed. `tenant_id` defaults to the intake source's
+    tenant, else `default`; `agent_id` and `channel` may be absent; `started_at`/`ended_at` are
+    taken from the first and last turn times when absent, and stay empty without them (never
+    invented). `outcome` is any short string, kept verbatim; triggers match it ignoring case,
+    spaces, dashes and underscores. Unknown fields are kept in `metadata`.
+    """
 
     # Unknown fields are accepted (and kept in metadata), so the published schema allows them.
     model_config = ConfigDict(json_schema_extra={"additionalProperties": True})
 
     conversation_id: Identifier
-    tenant_id: Identifier
-    agent_id: Identifier
+    tenant_id: Identifier = DEFAULT_TENANT
+    agent_id: Identifier | None = None
     agent_version: str | None = None
-    channel: Channel
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
-    outcome: Slug = "unknown"
+    channel: Channel | None = None
+    started_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
+    outcome: Outcome = "unknown"
     termination_reason: str | None = None
     turns: list[Turn] = Field(default_factory=list)
     events: list[Event] = Field(default_factory=list)
@@ -192,9 +220,27 @@ class Conversation(Contract):
         return data
 
     @model_validator(mode="after")
+    def _times_from_turns(self) -> Conversation:
+        # Exports without conversation times often time their turns; the first and last turn
+        # times are then the best honest bounds. Without any, the times stay empty.
+        if self.started_at is not None and self.ended_at is not None:
+            return self
+        times = [turn.at for turn in self.turns if turn.at is not None]
+        if times:
+            if self.started_at is None:
+                object.__setattr__(self, "started_at", min(times))
+            if self.ended_at is None:
+                object.__setattr__(self, "ended_at", max(times))
+        return self
+
+    @model_validator(mode="after")
     def _check_consistency(self) -> Conversation:
         violations = []
-        if self.ended_at < self.started_at:
+        if (
+            self.started_at is not None
+            and self.ended_at is not None
+            and self.ended_at < self.started_at
+        ):
             violations.append(
                 RuleViolation(
                     ("ended_at",),
@@ -217,8 +263,10 @@ class Conversation(Contract):
         return self
 
     @property
-    def duration_seconds(self) -> float:
-        """How long the conversation lasted."""
+    def duration_seconds(self) -> float | None:
+        """How long the conversation lasted; None when either end is unknown."""
+        if self.started_at is None or self.ended_at is None:
+            return None
         return (self.ended_at - self.started_at).total_seconds()
 
     def content_hash(self) -> str:

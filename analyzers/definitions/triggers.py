@@ -14,7 +14,7 @@ from analyzers.definitions.expressions import (
     conversation_variables,
 )
 from schemas.analyzer import AnalyzerSpec
-from schemas.conversation import Conversation
+from schemas.conversation import Conversation, outcome_key
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,11 @@ def analyzer_applies(spec: AnalyzerSpec, conversation: Conversation) -> Decision
     """Evaluate an analyzer's trigger against a conversation."""
     trigger = spec.trigger
     c = conversation
-    checks: list[tuple[list[str], str, str]] = [
-        (trigger.outcomes, c.outcome, "outcome"),
+    if trigger.outcomes:
+        wanted = {outcome_key(outcome) for outcome in trigger.outcomes}
+        if outcome_key(c.outcome) not in wanted:
+            return Decision(False, f"outcome {c.outcome!r} is not one of {trigger.outcomes}")
+    checks: list[tuple[list[str], str | None, str]] = [
         (list(trigger.channels), c.channel, "channel"),
         (trigger.agents, c.agent_id, "agent"),
         (trigger.tenants, c.tenant_id, "tenant"),

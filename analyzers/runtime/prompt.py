@@ -98,15 +98,16 @@ def render_conversation(
 
 def _render(conversation: Conversation, view: ConversationView) -> str:
     c = conversation
+    duration = c.duration_seconds
     header = {
         "conversation_id": c.conversation_id,
         "tenant_id": c.tenant_id,
         "agent_id": c.agent_id,
         "agent_version": c.agent_version,
         "channel": c.channel,
-        "started_at": c.started_at.isoformat(),
-        "ended_at": c.ended_at.isoformat(),
-        "duration_seconds": round(c.duration_seconds),
+        "started_at": c.started_at.isoformat() if c.started_at else None,
+        "ended_at": c.ended_at.isoformat() if c.ended_at else None,
+        "duration_seconds": None if duration is None else round(duration),
         "outcome": c.outcome,
         "termination_reason": c.termination_reason,
     }

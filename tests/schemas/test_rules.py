@@ -8,6 +8,7 @@ test also proves that the rule does not fire alongside spurious others.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -797,25 +798,25 @@ CONVERSATION_CASES = [
         conversation(channel="fax"), "literal_error", ("channel",), "'voice'", id="bad-channel"
     ),
     pytest.param(
-        conversation(outcome="Resolved"),
-        "string_pattern_mismatch",
+        conversation(outcome=""),
+        "string_too_short",
         ("outcome",),
-        "pattern",
-        id="outcome-caps",
+        "1 character",
+        id="outcome-empty",
     ),
     pytest.param(
-        conversation(outcome="hung up"),
-        "string_pattern_mismatch",
+        conversation(outcome="x" * 101),
+        "string_too_long",
         ("outcome",),
-        "pattern",
-        id="outcome-space",
+        "100 characters",
+        id="outcome-too-long",
     ),
     pytest.param(
-        conversation(outcome="resolved\n"),
-        "string_pattern_mismatch",
-        ("outcome",),
-        "pattern",
-        id="outcome-trailing-newline",
+        {"tenant_id": "acme", "turns": []},
+        "missing",
+        ("conversation_id",),
+        "required",
+        id="no-conversation-id",
     ),
     pytest.param(
         conversation(conversation_id="   "),
@@ -889,13 +890,18 @@ def test_conversation_reports_every_broken_rule() -> None:
             id="turn-index-last-turn",
         ),
         pytest.param(conversation(outcome="customer_hung_up"), id="outcome-not-well-known"),
+        pytest.param(conversation(outcome="EarlyDisconnect"), id="outcome-camel-case"),
+        pytest.param(conversation(outcome="hung up"), id="outcome-with-space"),
         pytest.param(conversation(channel="sms"), id="channel-sms"),
     ],
 )
 def test_valid_conversation_is_accepted(data: dict[str, Any]) -> None:
     """Conversations right next to a rule but respecting it are accepted."""
     parsed = Conversation.model_validate(data)
-    assert parsed.duration_seconds >= 0
+    duration = parsed.duration_seconds
+    assert duration is not None
+    assert duration >= 0
+    assert parsed.outcome == data.get("outcome", "unknown")  # kept verbatim
 
 
 def test_conversation_defaults() -> None:
@@ -905,6 +911,52 @@ def test_conversation_defaults() -> None:
     assert parsed.turns == []
     assert parsed.events == []
     assert parsed.duration_seconds == 432.0
+
+
+def test_minimal_conversation_is_an_id_and_turns() -> None:
+    """Without tenant, agent, channel or times, defaults fill in and nothing is invented."""
+    parsed = Conversation.model_validate(
+        {"conversation_id": "c-1", "turns": [{"role": "user", "text": "hi"}]}
+    )
+    assert parsed.tenant_id == "default"
+    assert parsed.agent_id is None
+    assert parsed.channel is None
+    assert parsed.started_at is None
+    assert parsed.ended_at is None
+    assert parsed.duration_seconds is None
+    assert parsed.outcome == "unknown"
+
+
+def test_times_come_from_the_turns_when_absent() -> None:
+    """The first and last turn times bound a conversation that gives no times of its own."""
+    parsed = Conversation.model_validate(
+        {
+            "conversation_id": "c-1",
+            "turns": [
+                {"role": "agent", "text": "a", "at": "2026-11-20T10:00:05Z"},
+                {"role": "user", "text": "b"},
+                {"role": "user", "text": "c", "at": "2026-11-20T10:01:00Z"},
+            ],
+        }
+    )
+    assert parsed.started_at == datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC)
+    assert parsed.ended_at == datetime(2026, 11, 20, 10, 1, 0, tzinfo=UTC)
+    assert parsed.duration_seconds == 55.0
+    again = Conversation.model_validate_json(parsed.model_dump_json())
+    assert again == parsed
+
+
+def test_given_times_are_kept_over_turn_times() -> None:
+    """A time the conversation states wins; only the missing end is taken from the turns."""
+    parsed = Conversation.model_validate(
+        {
+            "conversation_id": "c-1",
+            "started_at": "2026-11-20T09:59:00Z",
+            "turns": [{"role": "agent", "text": "a", "at": "2026-11-20T10:00:05Z"}],
+        }
+    )
+    assert parsed.started_at == datetime(2026, 11, 20, 9, 59, 0, tzinfo=UTC)
+    assert parsed.ended_at == datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------------------------
