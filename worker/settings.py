@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     expression_budget: int = Field(
         default=DEFAULT_LIMITS.expression_budget, ge=1, description="Steps of one CEL evaluation."
     )
+    webhook_sources: str | None = Field(
+        default=None,
+        description="`posthoc serve` webhook sources: a JSON object (source name -> "
+        "{platform, tenant, secrets, events?}) or the path of a YAML or JSON file holding one.",
+    )
+    max_body_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1024, description="Largest request body `posthoc serve` reads."
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     anthropic_api_key: SecretStr | None = Field(

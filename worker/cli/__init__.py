@@ -5,6 +5,8 @@ one import line below.
 """
 
 from worker.cli import deliveries  # noqa: F401 - registers `posthoc deliveries`
+import worker.cli.intake_admin  # noqa: F401 - registers `posthoc api-keys` and `intake`
+import worker.cli.serve  # noqa: F401 - registers `posthoc serve`
 from worker.cli.commands import app, main
 
 __all__ = ["app", "main"]

@@ -11,8 +11,9 @@ from schemas.snapshot import AnalyzerSnapshot
 RunState = Literal["queued", "running", "succeeded", "failed", "skipped"]
 """Where a run is. A superset of `schemas.result.RunStatus`, which only knows finished runs."""
 
-Trigger = Literal["webhook", "cli", "rerun", "schedule"]
-"""What asked for the run."""
+Trigger = Literal["webhook", "cli", "rerun", "schedule", "api", "invoke"]
+"""What asked for the run (`api`: `POST /v1/conversations`; `invoke`: a synchronous
+`POST /v1/analyzers/{name}/invoke`)."""
 
 AttemptOutcome = Literal["succeeded", "failed", "retry", "lease_lost", "expired"]
 """How one claim of a run ended.

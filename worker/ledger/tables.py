@@ -261,3 +261,34 @@ disabled_destinations = sa.Table(
     sa.Column("reason", sa.Text(), nullable=False),
     sa.Column("disabled_at", UtcDateTime(), nullable=False),
 )
+
+# HTTP intake: tenant API keys (only a hash of the key is stored) and the log of webhook
+# deliveries (what arrived, the signature verdict, the answer and the runs; never the body).
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("label", sa.String(200)),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("revoked_at", UtcDateTime()),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", BigPk, primary_key=True, autoincrement=True),
+    sa.Column("received_at", UtcDateTime(), nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("tenant_id", sa.String(200)),
+    sa.Column("event_type", sa.String(200)),
+    sa.Column("event_id", sa.String(500)),
+    sa.Column("signature", sa.String(16), nullable=False),
+    sa.Column("status_code", sa.Integer(), nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text()),
+    sa.Column("run_ids", _json()),
+    sa.Index("ix_webhook_deliveries_source_event_id", "source", "event_id"),
+    sa.Index("ix_webhook_deliveries_received_at", "received_at"),
+)

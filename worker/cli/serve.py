@@ -1,0 +1,68 @@
+"""`posthoc serve`: the HTTP intake (webhooks, the tenant API, synchronous invocation)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from analyzers.errors import ConfigError
+from worker.cli.commands import app, load_catalog, load_settings
+from worker.cli.run_batch import ensure_parent, fail_usage
+from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.http.app import Intake
+
+
+def build_intake(settings: Settings) -> Intake:
+    """The app's dependencies from settings: ledger (migrated), catalog, sources, broker."""
+    from worker.engine.celery_app import create_celery, enqueue_with  # noqa: PLC0415
+    from worker.http.app import Intake  # noqa: PLC0415, F811
+    from worker.http.sources import parse_sources  # noqa: PLC0415
+    from worker.ledger import Ledger  # noqa: PLC0415
+
+    try:
+        sources = parse_sources(settings.webhook_sources)
+    except ConfigError as exc:
+        raise fail_usage(str(exc)) from exc
+    catalog = load_catalog(settings)
+    ensure_parent(settings.database_url)
+    ensure_parent(settings.broker_url.removeprefix("sqla+"))
+    ledger = Ledger.from_url(settings.database_url)
+    ledger.migrate()
+    celery = create_celery(settings)
+
+    def broker_ready() -> bool:
+        try:
+            with celery.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=2)
+        except Exception:  # any failure means not ready
+            return False
+        return True
+
+    return Intake(
+        ledger=ledger,
+        catalog=catalog,
+        enqueue=enqueue_with(celery),
+        sources=sources,
+        max_body_bytes=settings.max_body_bytes,
+        max_attempts=settings.max_attempts,
+        broker_ready=broker_ready,
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
+) -> None:
+    """Serve webhooks and the API until interrupted (uvicorn, one process)."""
+    import uvicorn  # noqa: PLC0415
+
+    from worker.http.app import create_app  # noqa: PLC0415
+
+    settings = load_settings()
+    uvicorn.run(
+        create_app(build_intake(settings)), host=host, port=port, log_config=None, access_log=False
+    )

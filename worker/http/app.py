@@ -1,0 +1,428 @@
+"""The ASGI app of `posthoc serve`: webhooks, the tenant API, synchronous invocation, health.
+
+Handlers read the body under a size limit, call the pure adapters and checks, and do ledger work
+in a thread (the ledger is synchronous). Every answer to a delivery is sent only after its
+conversation and runs are committed; the broker is told afterwards, and a run whose message is
+lost is re-enqueued by the sweeper, so a 202 never stands for work that could vanish. Bad input
+is a 4xx naming the field; a 5xx means the ledger itself failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from analyzers.errors import ConfigError
+from schemas.conversation import Conversation
+from worker.catalog import Catalog
+from worker.http import store
+from worker.http.adapters import PLATFORMS, Ignored, MappingError, SignatureError, parse_payload
+from worker.http.openapi import openapi_document
+from worker.http.sources import WebhookSource
+from worker.intake import record
+from worker.ledger import Ledger, RunRecord
+from worker.ledger.errors import LedgerError
+
+log = structlog.get_logger("posthoc.http")
+MAX_BATCH = 1000
+MAX_INVOKE_TIMEOUT = 300.0
+FINISHED = ("succeeded", "failed", "skipped")
+
+
+@dataclass
+class Intake:
+    """What the app works with; built once by `posthoc serve` (or a test)."""
+
+    ledger: Ledger
+    catalog: Catalog
+    enqueue: Callable[[Sequence[str]], None]
+    sources: dict[str, WebhookSource] = field(default_factory=dict)
+    max_body_bytes: int = 50 * 1024 * 1024
+    max_attempts: int = 5
+    clock: Callable[[], float] = time.time
+    broker_ready: Callable[[], bool] = lambda: True
+    poll_seconds: float = 0.05
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class Problem(Exception):
+    """An answer other than success: status, and a message naming the field and the problem."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.message, **self.extra}, status_code=self.status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused as soon as it passes `limit` bytes (never read whole first)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        detail = str(exc)[:120] if isinstance(exc, json.JSONDecodeError) else "cannot be decoded"
+        raise Problem(400, f"body: is not JSON ({detail})") from exc
+
+
+class _Handlers:
+    """The route handlers over one `Intake`."""
+
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+
+    async def body_of(self, request: Request) -> bytes:
+        try:
+            return await read_body(request, self.intake.max_body_bytes)
+        except BodyTooLarge:
+            raise Problem(413, f"body: larger than {self.intake.max_body_bytes} bytes") from None
+
+    async def webhook(self, request: Request) -> Response:
+        name = request.path_params["source"]
+        source = self.intake.sources.get(name)
+        if source is None:
+            return Problem(404, f"source: no webhook source named {name[:100]!r}").response()
+        return await self._webhook(request, name, source)
+
+    async def _webhook(self, request: Request, name: str, source: WebhookSource) -> Response:
+        entry: dict[str, Any] = {"source": name, "tenant_id": source.tenant, "signature": "none"}
+        try:
+            body = await self.body_of(request)
+            headers = dict(request.headers)
+            try:
+                PLATFORMS[source.platform].verify(
+                    body, headers, source.secret_values(), self.intake.clock()
+                )
+            except SignatureError as exc:
+                entry["signature"] = "invalid"
+                raise Problem(401, f"signature: {exc}") from None
+            entry["signature"] = "valid"
+            payload = parse_json(body)
+            try:
+                mapped = parse_payload(
+                    source.platform,
+                    payload,
+                    headers,
+                    tenant=source.tenant,
+                    events=frozenset(source.events) if source.events else None,
+                )
+            except MappingError as exc:
+                raise Problem(422, str(exc), field=exc.field) from None
+            entry["event_type"] = mapped.event_type
+            entry["event_id"] = mapped.event_id
+            if isinstance(mapped, Ignored):
+                answer = JSONResponse({"run_ids": [], "ignored": mapped.event_type})
+                await self._log(
+                    entry, 200, "ignored", f"event type {mapped.event_type[:100]!r}", []
+                )
+                return answer
+            earlier = await run_in_threadpool(
+                store.accepted_runs, self.intake.ledger, name, mapped.event_id
+            )
+            if earlier is not None:
+                await self._log(entry, 200, "duplicate", None, earlier)
+                return JSONResponse({"run_ids": earlier})
+            runs = await self._record([mapped.conversation], "webhook", None)
+            ids = [run.id for run in runs]
+            duplicate = bool(runs) and not any(run.created for run in runs)
+            status = 200 if duplicate else 202
+            await self._log(entry, status, "duplicate" if duplicate else "accepted", None, ids)
+            return JSONResponse({"run_ids": ids}, status_code=status)
+        except Problem as problem:
+            outcome = {401: "unauthorized", 400: "bad_json", 413: "too_large"}.get(
+                problem.status, "unmappable"
+            )
+            await self._log(entry, problem.status, outcome, problem.message, [])
+            return problem.response()
+
+    async def _log(
+        self,
+        entry: dict[str, Any],
+        status: int,
+        outcome: str,
+        detail: str | None,
+        run_ids: list[str],
+    ) -> None:
+        record_ = store.DeliveryRecord(
+            id=0,
+            received_at=datetime.now(UTC),
+            source=entry["source"],
+            tenant_id=entry.get("tenant_id"),
+            event_type=entry.get("event_type"),
+            event_id=entry.get("event_id"),
+            signature=entry["signature"],
+            status_code=status,
+            outcome=outcome,
+            detail=detail,
+            run_ids=run_ids,
+        )
+        try:
+            await run_in_threadpool(store.log_delivery, self.intake.ledger, record_)
+        except Exception:  # the answer stands; the log line says the log failed
+            log.exception("delivery_log_failed", source=entry["source"], status=status)
+        log.info(
+            "webhook_delivery",
+            source=entry["source"],
+            event_type=entry.get("event_type"),
+            signature=entry["signature"],
+            status=status,
+            outcome=outcome,
+            runs=len(run_ids),
+        )
+
+    async def _record(
+        self, conversations: Sequence[Conversation], trigger: Any, analyzers: Sequence[str] | None
+    ) -> list[RunRecord]:
+        def work() -> list[RunRecord]:
+            recorded = record(
+                self.intake.ledger,
+                self.intake.catalog,
+                conversations,
+                analyzers=analyzers,
+                trigger=trigger,
+                max_attempts=self.intake.max_attempts,
+                idempotent=trigger != "invoke",
+            )
+            return [run for _, run in recorded]
+
+        runs = await run_in_threadpool(work)
+        queued = [run.id for run in runs if run.status == "queued" and run.created]
+        if queued:
+            try:
+                await run_in_threadpool(self.intake.enqueue, queued)
+            except Exception:  # durable in the ledger; the sweeper re-enqueues
+                log.warning("enqueue_failed_sweeper_will_retry", runs=len(queued))
+        return runs
+
+    async def tenant_of(self, request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Problem(401, "authorization: send `Authorization: Bearer <API key>`")
+        tenant = await run_in_threadpool(store.tenant_of_key, self.intake.ledger, key.strip())
+        if tenant is None:
+            raise Problem(401, "authorization: the API key is unknown or revoked")
+        return tenant
+
+    def conversation_for(self, data: Any, tenant: str, where: str) -> Conversation:
+        if not isinstance(data, dict):
+            raise Problem(422, f"{where or 'body'}: must be a conversation object")
+        given = data.get("tenant_id")
+        if given is not None and given != tenant:
+            raise Problem(422, f"{where}tenant_id: is not the tenant of this API key")
+        try:
+            return Conversation.model_validate({**data, "tenant_id": tenant})
+        except ValidationError as exc:
+            errors = [
+                {
+                    "field": where + ".".join(str(p) for p in error["loc"]),
+                    "problem": error["msg"],
+                }
+                for error in exc.errors()[:20]
+            ]
+            first = errors[0]
+            raise Problem(422, f"{first['field']}: {first['problem']}", errors=errors) from None
+
+    async def post_conversations(self, request: Request) -> Response:
+        try:
+            tenant = await self.tenant_of(request)
+            payload = parse_json(await self.body_of(request))
+            items = payload if isinstance(payload, list) else [payload]
+            if not items or len(items) > MAX_BATCH:
+                raise Problem(422, f"body: send 1 to {MAX_BATCH} conversations")
+            prefix = isinstance(payload, list)
+            conversations = [
+                self.conversation_for(item, tenant, f"{index}." if prefix else "")
+                for index, item in enumerate(items)
+            ]
+            runs = await self._record(conversations, "api", None)
+            return JSONResponse({"run_ids": [run.id for run in runs]}, status_code=202)
+        except Problem as problem:
+            return problem.response()
+
+    async def run_view(self, run: RunRecord) -> dict[str, Any]:
+        conversation = await run_in_threadpool(
+            self.intake.ledger.get_conversation, run.conversation_pk
+        )
+        results = await run_in_threadpool(self.intake.ledger.results, [run.id])
+        return {
+            "run_id": run.id,
+            "conversation_id": conversation.conversation_id,
+            "analyzer": run.analyzer,
+            "analyzer_version": run.analyzer_version,
+            "status": run.status,
+            "trigger": run.trigger,
+            "attempts": run.attempts,
+            "skip_reason": run.skip_reason,
+            "error": (
+                {"type": run.error_type, "message": run.error_message} if run.error_type else None
+            ),
+            "result": results[0].model_dump(mode="json") if results else None,
+        }
+
+    async def owned_run(self, request: Request, tenant: str) -> RunRecord:
+        run_id = request.path_params["run_id"]
+        try:
+            run = await run_in_threadpool(self.intake.ledger.get_run, run_id)
+            conversation = await run_in_threadpool(
+                self.intake.ledger.get_conversation, run.conversation_pk
+            )
+        except LedgerError:
+            raise Problem(404, "run_id: no such run") from None
+        if conversation.tenant_id != tenant:
+            raise Problem(404, "run_id: no such run")
+        return run
+
+    async def get_run(self, request: Request) -> Response:
+        try:
+            tenant = await self.tenant_of(request)
+            return JSONResponse(await self.run_view(await self.owned_run(request, tenant)))
+        except Problem as problem:
+            return problem.response()
+
+    async def retry_run(self, request: Request) -> Response:
+        try:
+            tenant = await self.tenant_of(request)
+            run = await self.owned_run(request, tenant)
+            try:
+                ids = await run_in_threadpool(self.intake.ledger.requeue_failed, [run.id])
+            except LedgerError as exc:
+                raise Problem(409, f"run_id: cannot be retried ({exc})") from None
+            await run_in_threadpool(self.intake.enqueue, ids)
+            return JSONResponse({"run_ids": ids}, status_code=202)
+        except Problem as problem:
+            return problem.response()
+
+    async def get_conversation(self, request: Request) -> Response:
+        try:
+            tenant = await self.tenant_of(request)
+            conversation_id = request.path_params["conversation_id"]
+            found = await run_in_threadpool(
+                store.find_conversation, self.intake.ledger, tenant, conversation_id
+            )
+            if found is None:
+                raise Problem(404, "conversation_id: no such conversation")
+            pk, conversation = found
+            runs = await run_in_threadpool(
+                lambda: self.intake.ledger.list_runs(conversation_pk=pk, limit=1000)
+            )
+            views = [await self.run_view(run) for run in runs]
+            return JSONResponse(
+                {"conversation": conversation.model_dump(mode="json"), "runs": views}
+            )
+        except Problem as problem:
+            return problem.response()
+
+    async def invoke(self, request: Request) -> Response:
+        try:
+            tenant = await self.tenant_of(request)
+            name = request.path_params["name"]
+            if name not in self.intake.catalog.analyzers:
+                raise Problem(404, f"name: no analyzer named {name[:100]!r}")
+            timeout = _timeout(request.query_params.get("timeout_seconds"))
+            conversation = self.conversation_for(
+                parse_json(await self.body_of(request)), tenant, ""
+            )
+            try:
+                [run] = await self._record([conversation], "invoke", [name])
+            except ConfigError as exc:
+                raise Problem(404, f"name: {exc}") from None
+            deadline = time.monotonic() + timeout
+            while run.status not in FINISHED and time.monotonic() < deadline:
+                await asyncio.sleep(self.intake.poll_seconds)
+                run = await run_in_threadpool(self.intake.ledger.get_run, run.id)
+            view = await self.run_view(run)
+            return JSONResponse(view, status_code=200 if run.status in FINISHED else 504)
+        except Problem as problem:
+            return problem.response()
+
+    async def healthz(self, _: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, _: Request) -> Response:
+        checks = {
+            "database": await run_in_threadpool(_database_ready, self.intake.ledger),
+            "broker": await run_in_threadpool(self.intake.broker_ready),
+        }
+        ready = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", **checks},
+            status_code=200 if ready else 503,
+        )
+
+    async def openapi(self, _: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+
+def create_app(intake: Intake) -> Starlette:
+    """The app over `intake`."""
+    handlers = _Handlers(intake)
+    return Starlette(
+        routes=[
+            Route("/v1/webhooks/{source}", handlers.webhook, methods=["POST"]),
+            Route("/v1/conversations", handlers.post_conversations, methods=["POST"]),
+            Route(
+                "/v1/conversations/{conversation_id:path}",
+                handlers.get_conversation,
+                methods=["GET"],
+            ),
+            Route("/v1/runs/{run_id}", handlers.get_run, methods=["GET"]),
+            Route("/v1/runs/{run_id}/retry", handlers.retry_run, methods=["POST"]),
+            Route("/v1/analyzers/{name}/invoke", handlers.invoke, methods=["POST"]),
+            Route("/healthz", handlers.healthz, methods=["GET"]),
+            Route("/readyz", handlers.readyz, methods=["GET"]),
+            Route("/openapi.json", handlers.openapi, methods=["GET"]),
+        ]
+    )
+
+
+def _timeout(text: str | None) -> float:
+    if text is None:
+        return 30.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise Problem(422, "timeout_seconds: must be a number of seconds") from None
+    if not 0 < value <= MAX_INVOKE_TIMEOUT:
+        raise Problem(422, f"timeout_seconds: must be above 0 and at most {MAX_INVOKE_TIMEOUT:.0f}")
+    return value
+
+
+def _database_ready(ledger: Ledger) -> bool:
+    try:
+        ledger.schema_revision()
+    except Exception:  # any failure means not ready
+        return False
+    return True
