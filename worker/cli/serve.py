@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def build_intake(settings: Settings) -> Intake:
     """The app's dependencies from settings: ledger (migrated), catalog, sources, broker."""
     from worker.engine.celery_app import create_celery, enqueue_with  # noqa: PLC0415
-    from worker.http.app import Intake  # noqa: PLC0415, F811
+    from worker.http.app import Intake  # noqa: PLC0415
     from worker.http.sources import parse_sources  # noqa: PLC0415
     from worker.ledger import Ledger  # noqa: PLC0415
 

@@ -90,6 +90,14 @@ def elevenlabs_headers(body: bytes, secret: str, at: float = NOW) -> dict[str, s
 
 
 def retell_payload(call_id: str = "call_a1b2", event: str = "call_analyzed") -> dict[str, Any]:
+    """`call_ended` carries every call field except `call_analysis` (Retell's webhook docs)."""
+    payload = _retell_call_analyzed(call_id, event)
+    if event == "call_ended":
+        del payload["call"]["call_analysis"]
+    return payload
+
+
+def _retell_call_analyzed(call_id: str, event: str) -> dict[str, Any]:
     return {
         "event": event,
         "call": {
