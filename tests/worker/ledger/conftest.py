@@ -35,6 +35,8 @@ LEDGER_TABLES = (
     "analyzer_snapshots",
     "conversation_versions",
     "conversations",
+    "api_keys",
+    "webhook_deliveries",
     "alembic_version",
 )
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
@@ -120,7 +122,8 @@ def ledger(database_url: str, clock: ManualClock) -> Iterator[Ledger]:
             with ledger.engine.begin() as connection:
                 connection.exec_driver_sql(
                     "TRUNCATE deliveries, disabled_destinations, effects, run_attempts, "
-                    "analysis_runs, analyzer_snapshots, conversation_versions, conversations "
+                    "analysis_runs, analyzer_snapshots, conversation_versions, conversations, "
+                    "api_keys, webhook_deliveries "
                     "RESTART IDENTITY CASCADE"
                 )
         yield ledger
