@@ -30,6 +30,7 @@ from schemas.conversation import Conversation
 from worker.catalog import Catalog
 from worker.http import store
 from worker.http.adapters import PLATFORMS, Ignored, MappingError, SignatureError, parse_payload
+from worker.http.adapters.common import located_errors
 from worker.http.openapi import openapi_document
 from worker.http.sources import WebhookSource
 from worker.intake import record
@@ -246,11 +247,8 @@ class _Handlers:
             return Conversation.model_validate({**data, "tenant_id": tenant})
         except ValidationError as exc:
             errors = [
-                {
-                    "field": where + ".".join(str(p) for p in error["loc"]),
-                    "problem": error["msg"],
-                }
-                for error in exc.errors()[:20]
+                {"field": where + (location or "conversation"), "problem": problem}
+                for location, problem in located_errors(exc)[:20]
             ]
             first = errors[0]
             raise Problem(422, f"{first['field']}: {first['problem']}", errors=errors) from None

@@ -218,3 +218,23 @@ def test_the_checked_in_spec_is_the_served_one(server: Server) -> None:
     served = server.request("GET", "/openapi.json").body
     checked_in = json.loads((ROOT / "docs" / "openapi.json").read_text(encoding="utf-8"))
     assert served == checked_in == json.loads(json.dumps(openapi_document()))
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"outcome": "\x00"}, "outcome"),
+        ({"started_at": "2026-11-20T10:00:00Z", "ended_at": "2026-11-20T09:00:00Z"}, "ended_at"),
+    ],
+)
+def test_contract_rule_violations_name_their_field(
+    server: Server, ledger: Ledger, change: dict[str, str], field: str
+) -> None:
+    """Rules the contract checks across fields (reported at the model's root by pydantic) are
+    answered with the field they concern, found by the fuzz."""
+    answer = server.request(
+        "POST", "/v1/conversations", {**MINIMAL, **change}, key_for(ledger, "acme")
+    )
+    assert answer.status == 422
+    assert answer.body["errors"][0]["field"] == field
+    assert answer.body["error"].startswith(f"{field}: ")

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.conversation import Conversation
+from schemas.rules import RULE_VIOLATIONS
 
 
 class SignatureError(Exception):
@@ -163,11 +164,25 @@ def json_result(text: Any) -> Any:
         return text
 
 
+def located_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """(dotted field, problem) for every error, the contract's rule violations (reported by
+    pydantic at the model's root) expanded to the fields they name."""
+    found: list[tuple[str, str]] = []
+    for error in exc.errors():
+        violations = (error.get("ctx") or {}).get("violations")
+        if error["type"] == RULE_VIOLATIONS and isinstance(violations, list):
+            found += [
+                (".".join(str(part) for part in v["loc"]), str(v["message"])) for v in violations
+            ]
+        else:
+            found.append((".".join(str(part) for part in error["loc"]), error["msg"]))
+    return found
+
+
 def build_conversation(data: dict[str, Any], field_prefix: str = "") -> Conversation:
     """Validate the mapped conversation; a failure names the canonical field that broke."""
     try:
         return Conversation.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        location = ".".join(str(part) for part in first["loc"]) or "conversation"
-        raise MappingError(f"{field_prefix}{location}", first["msg"]) from exc
+        location, problem = located_errors(exc)[0]
+        raise MappingError(f"{field_prefix}{location or 'conversation'}", problem) from exc
