@@ -4,9 +4,11 @@ A new command group is a module here that adds its commands to `worker.cli.comma
 one import line below.
 """
 
-from worker.cli import deliveries  # noqa: F401 - registers `posthoc deliveries`
-import worker.cli.intake_admin  # noqa: F401 - registers `posthoc api-keys` and `intake`
-import worker.cli.serve  # noqa: F401 - registers `posthoc serve`
+from worker.cli import (
+    deliveries,  # noqa: F401 - registers `posthoc deliveries`
+    intake_admin,  # noqa: F401 - registers `posthoc api-keys`, `intake`
+    serve,  # noqa: F401 - registers `posthoc serve`
+)
 from worker.cli.commands import app, main
 
 __all__ = ["app", "main"]
