@@ -288,25 +288,42 @@ def worker(
 ) -> None:
     """Consume runs from the configured broker, many analyses at once per process."""
     from worker.cli.run_batch import ensure_parent  # noqa: PLC0415
-    from worker.engine.celery_app import create_celery  # noqa: PLC0415
+    from worker.engine.celery_app import create_celery, worker_queues  # noqa: PLC0415
+    from worker.engine.liveness import Liveness, Watchdog, serve_health  # noqa: PLC0415
 
     settings = load_settings()
     load_catalog(settings)  # fail fast on bad definitions, before connecting anything
     ensure_parent(settings.database_url)
     ensure_parent(settings.broker_url.removeprefix("sqla+"))
-    celery = create_celery(settings)
-    celery.worker_main(
-        [
-            "worker",
-            "--pool=threads",
-            f"--concurrency={concurrency or settings.concurrency}",
-            f"--queues={settings.queue}",
-            f"--loglevel={settings.log_level.upper()}",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
+    liveness = Liveness()
+    celery = create_celery(settings, liveness=liveness)
+    watchdog = Watchdog(
+        liveness,
+        exit_after=settings.not_consuming_exit_seconds,
+        heartbeat_file=settings.heartbeat_file,
     )
+    watchdog.start()
+    health = None
+    if settings.health_port is not None:
+        health = serve_health(liveness, settings.health_host, settings.health_port)
+    try:
+        celery.worker_main(
+            [
+                "--quiet",  # no banner: every line the worker writes is a log record
+                "worker",
+                "--pool=threads",
+                f"--concurrency={concurrency or settings.concurrency}",
+                f"--queues={','.join(worker_queues(celery))}",
+                f"--loglevel={settings.log_level.upper()}",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ]
+        )
+    finally:
+        watchdog.stop()
+        if health is not None:
+            health.shutdown()
 
 
 @app.command()

@@ -81,7 +81,7 @@ conversations = sa.Table(
     sa.UniqueConstraint("tenant_id", "conversation_id"),
 )
 
-# Every distinct content a conversation was received with, append-only (revision 0002). The
+# Every distinct content a conversation was received with, append-only (revision 0003_fleet). The
 # `conversations` row keeps the newest content for the reads that want "the conversation";
 # runs point at the version they were recorded for.
 conversation_versions = sa.Table(
@@ -98,7 +98,7 @@ conversation_versions = sa.Table(
     sa.CheckConstraint("version >= 1", name="version"),
 )
 
-# Analyzer snapshots, content-addressed by `spec_hash` and stored once (revision 0002).
+# Analyzer snapshots, content-addressed by `spec_hash` and stored once (revision 0003_fleet).
 analyzer_snapshots = sa.Table(
     "analyzer_snapshots",
     metadata,
@@ -131,6 +131,10 @@ analysis_runs = sa.Table(
     # When the sweeper last asked for this run to be enqueued again, so it asks at most once
     # per interval however long the queue is.
     sa.Column("swept_at", UtcDateTime()),
+    # When a message for this run was last put on the broker, and how many were: the sweeper
+    # re-sends only runs whose message the queue no longer holds (revision 0005_fleet).
+    sa.Column("enqueued_at", UtcDateTime()),
+    sa.Column("enqueue_count", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     # When the latest attempt was claimed (every attempt's own times are in run_attempts).
     sa.Column("started_at", UtcDateTime()),
@@ -146,7 +150,7 @@ analysis_runs = sa.Table(
     sa.Column("cache_read_input_tokens", sa.BigInteger()),
     sa.Column("cache_creation_input_tokens", sa.BigInteger()),
     sa.Column("rerun_of", sa.String(64), sa.ForeignKey("analysis_runs.id")),
-    # What exactly the run analyses with what (revision 0002): the conversation version it was
+    # What exactly the run analyses with what (revision 0003_fleet): the conversation version it was
     # recorded for and the analyzer snapshot it executes. NULL only for runs recorded before.
     sa.Column("conversation_version_id", BigPk, sa.ForeignKey("conversation_versions.id")),
     sa.Column("spec_hash", sa.String(64), sa.ForeignKey("analyzer_snapshots.spec_hash")),
@@ -178,7 +182,7 @@ run_attempts = sa.Table(
     sa.Column("outcome", sa.String(16)),
     sa.Column("error_type", sa.String(100)),
     sa.Column("error_message", sa.Text()),
-    # What this attempt spent (revision 0002); a run's figures are the sums over its attempts.
+    # What this attempt spent (revision 0003_fleet); a run's figures are the sums over its attempts.
     sa.Column("input_tokens", sa.BigInteger()),
     sa.Column("output_tokens", sa.BigInteger()),
     sa.Column("cache_read_input_tokens", sa.BigInteger()),
