@@ -23,7 +23,9 @@ Settings for long analyses (seconds to tens of minutes) on Redis and RabbitMQ:
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -160,15 +162,24 @@ def enqueue_with(
     return enqueue
 
 
-def queue_depth(app: Celery) -> int | None:
-    """Messages waiting (not yet delivered to a worker) on `app`'s run queues; None when the
-    broker cannot say (unreachable). A queue that does not exist yet holds nothing."""
+def queue_depth(app: Celery, held_within_seconds: float) -> int | None:
+    """Messages the broker holds for `app`'s run queues: the waiting ones, and on Redis also
+    those delivered to a worker within `held_within_seconds` and not acknowledged yet (fetched
+    ahead, waiting for a free slot). None when the broker cannot say (unreachable). A queue
+    that does not exist yet holds nothing.
+
+    Older unacknowledged deliveries are not counted: they may belong to a worker that was
+    killed (Redis would give them back only after the visibility timeout, an hour), so their
+    runs must count as lost; a live worker's long-waiting one is then sent once more, and the
+    duplicate is a no-op.
+    """
+    queues = worker_queues(app)
     try:
         with app.connection_for_read() as connection:
             connection.ensure_connection(max_retries=1)
             channel: Any = connection.default_channel
-            total = 0
-            for queue in worker_queues(app):
+            total = _redis_recently_delivered(channel, set(queues), held_within_seconds)
+            for queue in queues:
                 try:
                     total += int(channel.queue_declare(queue=queue, passive=True).message_count)
                 except connection.channel_errors:
@@ -179,6 +190,27 @@ def queue_depth(app: Celery) -> int | None:
         return None
 
 
+def _redis_recently_delivered(channel: Any, queues: set[str], within_seconds: float) -> int:
+    """Kombu's Redis transport keeps delivered, unacknowledged messages in a hash (value:
+    `[message, exchange, routing_key]`) indexed by delivery time; count ours delivered within
+    `within_seconds`. Other transports: 0 (RabbitMQ keeps a worker's few prefetched messages
+    out of the depth, and the sweeper tolerates that: one duplicate, a no-op)."""
+    client = getattr(channel, "client", None)
+    unacked_key = getattr(channel, "unacked_key", None)
+    index_key = getattr(channel, "unacked_index_key", None)
+    if client is None or unacked_key is None or index_key is None:
+        return 0
+    tags = client.zrangebyscore(index_key, time.time() - within_seconds, "+inf")
+    count = 0
+    for payload in client.hmget(unacked_key, tags) if tags else []:
+        try:
+            _, exchange, routing_key = json.loads(payload)
+        except (ValueError, TypeError):
+            continue
+        count += exchange in queues or routing_key in queues
+    return count
+
+
 def _get_service(app: Celery) -> Any:
     global _service  # noqa: PLW0603 - one service per worker process, built on first use
     with _service_lock:
@@ -186,7 +218,10 @@ def _get_service(app: Celery) -> Any:
             from worker.engine.service import WorkerService  # noqa: PLC0415 - heavy, only in workers
 
             _service = WorkerService(
-                app.conf.posthoc_settings, queue_depth=lambda: queue_depth(app)
+                app.conf.posthoc_settings,
+                queue_depth=lambda: queue_depth(
+                    app, app.conf.posthoc_settings.stale_queued_seconds
+                ),
             )
             _service.enqueue = enqueue_with(app, _service.ledger, takeover=True)
             _service.start_sweeper()

@@ -119,7 +119,8 @@ class ConsumerWatch(bootsteps.StartStopStep):
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.liveness: Liveness | None = parent.app.conf.get("posthoc_liveness")
-        self.stall_seconds: float = parent.app.conf.get("posthoc_stall_seconds") or 15.0
+        stall_seconds = parent.app.conf.get("posthoc_stall_seconds")
+        self.stall_seconds: float = 15.0 if stall_seconds is None else float(stall_seconds)
         self._entry: Any = None
         self._stalled_since: float | None = None
 
