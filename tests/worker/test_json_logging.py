@@ -67,3 +67,20 @@ def test_many_threads_of_structlog_and_stdlib_lines_never_interleave(log_file: P
     [failure] = [r for r in records if r.get("logger") == "celery.worker.request"]
     assert "ValueError: boom" in failure["exception"]
     assert failure["level"] == "error"
+
+
+def test_celerys_signal_handler_notices_are_json_lines(
+    log_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery prints its shutdown notices from signal handlers; posthoc renders them as records
+    without taking a logging lock."""
+    import celery.apps.worker as celery_worker
+
+    from worker.engine.celery_app import _keep_posthoc_logging
+
+    monkeypatch.setattr(celery_worker, "safe_say", vars(celery_worker)["safe_say"])  # restored
+    _keep_posthoc_logging()
+    celery_worker.safe_say("worker: Warm shutdown (MainProcess)", None)  # type: ignore[attr-defined]
+    [record] = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
+    assert record["event"] == "worker: Warm shutdown (MainProcess)"
+    assert record["logger"] == "celery.apps.worker"

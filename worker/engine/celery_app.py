@@ -33,6 +33,7 @@ import structlog
 from celery import Celery, signals
 
 from worker.engine.liveness import ConsumerWatch, Liveness
+from worker.observability.logging import say_from_signal_handler
 from worker.settings import Settings
 
 log = structlog.get_logger("posthoc.worker")
@@ -233,7 +234,15 @@ def _get_service(app: Celery) -> Any:
 def _keep_posthoc_logging(**_: Any) -> None:
     """posthoc configured logging already (`worker/observability/logging.py`); a receiver here
     makes Celery add no handler or formatter of its own (its task logger's would write plain
-    lines beside the JSON ones)."""
+    lines beside the JSON ones). Its shutdown notices, printed from signal handlers, go through
+    a lock-free writer that renders them like every other line."""
+    import celery.apps.worker as celery_worker  # noqa: PLC0415 - only a worker process needs it
+
+    celery_worker.safe_say = _say  # type: ignore[attr-defined]  # untyped in celery-types
+
+
+def _say(message: str, *_: Any) -> None:
+    say_from_signal_handler(message, logger="celery.apps.worker")
 
 
 @signals.worker_shutdown.connect

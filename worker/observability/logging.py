@@ -11,10 +11,12 @@ the `redact` processor below drops any field named like a secret as a second lin
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import sys
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
@@ -118,3 +120,25 @@ def configure_logging(level: str = "info", log_format: str = "auto") -> None:
     # summary lines; their warnings still come through.
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "anthropic"):
         logging.getLogger(noisy).setLevel(max(numeric_level, logging.WARNING))
+
+
+def say_from_signal_handler(message: str, logger: str, level: str = "warning") -> None:
+    """Write one record without taking any logging lock (a signal handler may interrupt a thread
+    that holds one): Celery's shutdown notices, which it would otherwise `print` as plain text.
+    A single `os.write` of a whole line, rendered like the configured handler renders."""
+    handler = next(
+        (h for h in logging.getLogger().handlers if isinstance(h, AtomicLineHandler)), None
+    )
+    text = message.strip()
+    if handler is None:  # logging not configured by posthoc: Celery's own behaviour
+        print(text, file=sys.__stderr__, flush=True)
+        return
+    if handler.single_line:
+        timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        line = json.dumps({"event": text, "level": level, "logger": logger, "timestamp": timestamp})
+    else:
+        line = text
+    try:
+        os.write(handler.stream.fileno(), (line + "\n").encode("utf-8", "backslashreplace"))
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        handler.stream.write(line + "\n")
