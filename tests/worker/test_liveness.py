@@ -71,7 +71,11 @@ def test_the_watchdog_touches_the_heartbeat_file_and_exits_when_not_consuming(
     watchdog.check_once()
     assert exits == []
     assert not beat.exists()  # no heartbeat while not consuming
-    clock.now += 1
+    liveness.stopping = True  # a warm shutdown: analyses finish, the worker is not stuck
+    clock.now += 100
+    watchdog.check_once()
+    assert exits == []
+    liveness.stopping = False
     watchdog.check_once()
     assert exits == [EXIT_NOT_CONSUMING]
 

@@ -287,6 +287,8 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(min=1, max=2000)] = None,
 ) -> None:
     """Consume runs from the configured broker, many analyses at once per process."""
+    from celery import signals as celery_signals  # noqa: PLC0415
+
     from worker.cli.run_batch import ensure_parent  # noqa: PLC0415
     from worker.engine.celery_app import create_celery, worker_queues  # noqa: PLC0415
     from worker.engine.liveness import Liveness, Watchdog, serve_health  # noqa: PLC0415
@@ -303,6 +305,10 @@ def worker(
         heartbeat_file=settings.heartbeat_file,
     )
     watchdog.start()
+    # A warm shutdown stops consuming on purpose while analyses finish: not a reason to exit 75.
+    celery_signals.worker_shutting_down.connect(
+        lambda **_: setattr(liveness, "stopping", True), weak=False
+    )
     health = None
     if settings.health_port is not None:
         health = serve_health(liveness, settings.health_host, settings.health_port)

@@ -74,6 +74,8 @@ class Liveness:
         self._last_tick: float | None = None
         self._was_live = False
         self.restarts = 0
+        self.stopping = False
+        """Set on a warm shutdown: the consumer stops on purpose while analyses finish."""
 
     def consumer_started(self) -> None:
         with self._lock:
@@ -193,7 +195,7 @@ class Watchdog:
         report = self.liveness.report()
         if report.consuming:
             self._beat()
-        elif report.state_seconds >= self.exit_after:
+        elif report.state_seconds >= self.exit_after and not self.liveness.stopping:
             log.error(
                 "worker.not_consuming_exit",
                 not_consuming_seconds=round(report.state_seconds, 1),
