@@ -44,6 +44,7 @@ QUEUE = "posthoc.runs"
 """The default queue (`POSTHOC_QUEUE`); an app's own is `app.conf.task_default_queue`."""
 
 TAKEOVER_SUFFIX = ".takeover"
+ENQUEUE_CHUNK = 100
 
 _service_lock = threading.Lock()
 _service: Any = None
@@ -155,10 +156,15 @@ def enqueue_with(
     queue = takeover_queue(app) if takeover else app.conf.task_default_queue
 
     def enqueue(run_ids: Sequence[str]) -> None:
-        for run_id in run_ids:
-            app.send_task(TASK_NAME, args=[run_id], queue=queue)
-        if recorder is not None:
-            recorder.mark_enqueued(run_ids)
+        # Recorded before sending, a chunk at a time: a sweeper that reads the queue depth
+        # meanwhile must not take runs whose message is on its way for lost ones. A send that
+        # then fails leaves a run that looks sent; the sweeper sends it after its interval.
+        for start in range(0, len(run_ids), ENQUEUE_CHUNK):
+            chunk = run_ids[start : start + ENQUEUE_CHUNK]
+            if recorder is not None:
+                recorder.mark_enqueued(chunk)
+            for run_id in chunk:
+                app.send_task(TASK_NAME, args=[run_id], queue=queue)
 
     return enqueue
 
