@@ -181,7 +181,9 @@ def test_chaos_every_run_ends_exactly_once(
         engine.dispose()
     assert set(counts) == {run.run_id for run in runs}
     over = {
-        run_id: [(a.worker_id, a.outcome, a.started_at.isoformat()) for a in ledger.attempts(run_id)]
+        run_id: [
+            (a.worker_id, a.outcome, a.started_at.isoformat()) for a in ledger.attempts(run_id)
+        ]
         for run_id, count in counts.items()
         if count > 2
     }
