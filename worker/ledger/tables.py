@@ -81,7 +81,7 @@ conversations = sa.Table(
     sa.UniqueConstraint("tenant_id", "conversation_id"),
 )
 
-# Every distinct content a conversation was received with, append-only (revision 0003_fleet). The
+# Every distinct content a conversation was received with, append-only (revision 0002). The
 # `conversations` row keeps the newest content for the reads that want "the conversation";
 # runs point at the version they were recorded for.
 conversation_versions = sa.Table(
@@ -98,7 +98,7 @@ conversation_versions = sa.Table(
     sa.CheckConstraint("version >= 1", name="version"),
 )
 
-# Analyzer snapshots, content-addressed by `spec_hash` and stored once (revision 0003_fleet).
+# Analyzer snapshots, content-addressed by `spec_hash` and stored once (revision 0002).
 analyzer_snapshots = sa.Table(
     "analyzer_snapshots",
     metadata,
