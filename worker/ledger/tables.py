@@ -150,7 +150,7 @@ analysis_runs = sa.Table(
     sa.Column("cache_read_input_tokens", sa.BigInteger()),
     sa.Column("cache_creation_input_tokens", sa.BigInteger()),
     sa.Column("rerun_of", sa.String(64), sa.ForeignKey("analysis_runs.id")),
-    # What exactly the run analyses with what (revision 0003_fleet): the conversation version it was
+    # What exactly the run analyses with what (revision 0002): the conversation version it was
     # recorded for and the analyzer snapshot it executes. NULL only for runs recorded before.
     sa.Column("conversation_version_id", BigPk, sa.ForeignKey("conversation_versions.id")),
     sa.Column("spec_hash", sa.String(64), sa.ForeignKey("analyzer_snapshots.spec_hash")),
@@ -182,7 +182,7 @@ run_attempts = sa.Table(
     sa.Column("outcome", sa.String(16)),
     sa.Column("error_type", sa.String(100)),
     sa.Column("error_message", sa.Text()),
-    # What this attempt spent (revision 0003_fleet); a run's figures are the sums over its attempts.
+    # What this attempt spent (revision 0002); a run's figures are the sums over its attempts.
     sa.Column("input_tokens", sa.BigInteger()),
     sa.Column("output_tokens", sa.BigInteger()),
     sa.Column("cache_read_input_tokens", sa.BigInteger()),
