@@ -21,6 +21,9 @@ def log_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "log.jsonl"
     with path.open("w", encoding="utf-8") as stream:
         monkeypatch.setattr("sys.stderr", stream)
+        # Another test may have left warnings captured already (then capturing again is a
+        # no-op, and pytest's own warning recorder may sit in front): start from scratch.
+        logging.captureWarnings(False)
         configure_logging("info", "json")
         try:
             yield path
