@@ -57,12 +57,15 @@ def mark_enqueued(connection: Connection, now: datetime, run_ids: Sequence[str])
         )
 
 
-def _queue_still_holds_after(connection: Connection, waiting_messages: int) -> datetime | None:
-    """The send time of the oldest queued run whose message may still wait in the queue (the
-    `waiting_messages`-th newest); None when every queued run may still have its message."""
+def _queue_still_holds_after(
+    connection: Connection, now: datetime, waiting_messages: int
+) -> datetime | None:
+    """The send time of the oldest run awaiting a message (queued, or a takeover) whose message
+    may still wait in the queue (the `waiting_messages`-th newest); None when every such run
+    may still have its message."""
     query = (
         sa.select(_last_sent)
-        .where(runs.c.status == "queued")
+        .where(sa.or_(runs.c.status == "queued", _expired(now)))
         .order_by(_last_sent.desc())
         .offset(waiting_messages - 1)
         .limit(1)
@@ -99,9 +102,21 @@ def sweep(
 
     resend_before = now - timedelta(seconds=older_than_seconds)
     not_sent_lately = sa.or_(runs.c.swept_at.is_(None), runs.c.swept_at <= resend_before)
+    still_held_from = None
+    if waiting_messages is not None and waiting_messages > 0:
+        still_held_from = _queue_still_holds_after(connection, now, waiting_messages)
+    # A takeover is sent once (a claim clears `swept_at`); again only when its message is not
+    # among those the queues still hold.
+    takeover_lost: sa.ColumnElement[bool] = runs.c.swept_at.is_(None)
+    if waiting_messages is None or waiting_messages == 0:
+        takeover_lost = sa.or_(takeover_lost, not_sent_lately)
+    elif still_held_from is not None:
+        takeover_lost = sa.or_(
+            takeover_lost, sa.and_(not_sent_lately, still_held_from > _last_sent)
+        )
     takeovers = connection.execute(
         sa.select(runs.c.id)
-        .where(_expired(now), runs.c.attempts < runs.c.max_attempts, not_sent_lately)
+        .where(_expired(now), runs.c.attempts < runs.c.max_attempts, takeover_lost)
         .order_by(runs.c.lease_expires_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -113,7 +128,6 @@ def sweep(
         _last_sent <= resend_before,
     ]
     if waiting_messages is not None and waiting_messages > 0:
-        still_held_from = _queue_still_holds_after(connection, waiting_messages)
         if still_held_from is None:
             resend_queued = False  # fewer queued runs than waiting messages: none is lost
         else:

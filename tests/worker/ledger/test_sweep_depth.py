@@ -106,3 +106,19 @@ def test_a_run_never_sent_counts_from_its_creation(
     clock.advance(STALE)
     assert ledger.sweep(older_than_seconds=STALE, waiting_messages=1).to_enqueue == [old]
     assert enqueue_counts(ledger, [old, new]) == [0, 0]
+
+
+def test_a_takeover_waiting_in_the_queue_is_not_sent_again(
+    ledger: Ledger, clock: ManualClock, queue_run: QueueRun
+) -> None:
+    """A dead worker's run is sent once to the takeover queue; while the queues still hold that
+    message (a busy fleet), later sweeps leave it; once they do not, it is sent again."""
+    [dead] = backlog(ledger, clock, queue_run, 1)
+    ledger.claim(dead, "w1", 60)
+    clock.advance(60)
+    assert ledger.sweep(older_than_seconds=STALE, waiting_messages=0).to_enqueue == [dead]
+    ledger.mark_enqueued([dead])
+    clock.advance(STALE * 3)
+    assert ledger.sweep(older_than_seconds=STALE, waiting_messages=1).to_enqueue == []
+    assert ledger.sweep(older_than_seconds=STALE, waiting_messages=0).to_enqueue == [dead]
+    assert enqueue_counts(ledger, [dead]) == [2]
