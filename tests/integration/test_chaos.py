@@ -85,12 +85,20 @@ class Supervisor:
                 self.live.remove(worker)
                 self.start()
 
-    def kill_busiest(self, ledger: Ledger) -> tuple[Worker, datetime]:
+    def in_flight(self, ledger: Ledger, worker: Worker) -> int:
         running = ledger.list_runs("running", limit=10_000)
-        worker = max(
-            self.live,
-            key=lambda w: sum((r.lease_owner or "").startswith(w.lease_prefix) for r in running),
+        return sum((r.lease_owner or "").startswith(worker.lease_prefix) for r in running)
+
+    def kill_busiest(self, ledger: Ledger) -> tuple[Worker, datetime]:
+        """SIGKILL the worker with the most runs in flight (waiting until one has some: after
+        the broker restart the workers may still be reconnecting)."""
+        wait_for(
+            lambda: any(self.in_flight(ledger, w) > 0 for w in self.live),
+            timeout=60,
+            what="a worker with runs in flight",
+            fleet=self.fleet,
         )
+        worker = max(self.live, key=lambda w: self.in_flight(ledger, w))
         worker.kill()
         killed_at = datetime.now(UTC)
         self.live.remove(worker)
