@@ -99,6 +99,27 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1024, description="Largest request body `posthoc serve` reads."
     )
+    health_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="`posthoc worker`: serve GET /healthz here (200 only while consuming).",
+    )
+    health_host: str = Field(default="127.0.0.1", description="Where the health port listens.")
+    heartbeat_file: Path | None = Field(
+        default=None, description="`posthoc worker`: touched every second while consuming."
+    )
+    not_consuming_exit_seconds: int = Field(
+        default=300,
+        ge=5,
+        description="A worker that has not consumed for this long exits (status 75) to be "
+        "restarted by its supervisor.",
+    )
+    consumer_stall_seconds: int = Field(
+        default=15,
+        ge=2,
+        description="A consumer whose prefetch window stays full with free slots reconnects.",
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     anthropic_api_key: SecretStr | None = Field(

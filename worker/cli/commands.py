@@ -268,12 +268,15 @@ def submit(inputs: Inputs, analyzer: AnalyzerOption = None) -> None:
                     err=True,
                 )
     finally:
-        ledger.dispose()
         # Whatever was recorded is queued, even when a later conversation broke the loop: a
-        # recorded run must not wait for the sweeper to notice it.
+        # recorded run must not wait for the sweeper to notice it. The sends are recorded in
+        # the ledger, so the sweeper knows these messages exist.
         new_queued = [run.id for _, run in runs if run.status == "queued" and run.created]
-        if new_queued:
-            enqueue_with(create_celery(settings))(new_queued)
+        try:
+            if new_queued:
+                enqueue_with(create_celery(settings), ledger)(new_queued)
+        finally:
+            ledger.dispose()
     for conversation, run_record in runs:
         typer.echo(
             f"{run_record.id}\t{run_record.analyzer}\t{conversation.conversation_id}\t"
@@ -287,26 +290,49 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(min=1, max=2000)] = None,
 ) -> None:
     """Consume runs from the configured broker, many analyses at once per process."""
+    from celery import signals as celery_signals  # noqa: PLC0415
+
     from worker.cli.run_batch import ensure_parent  # noqa: PLC0415
-    from worker.engine.celery_app import create_celery  # noqa: PLC0415
+    from worker.engine.celery_app import create_celery, worker_queues  # noqa: PLC0415
+    from worker.engine.liveness import Liveness, Watchdog, serve_health  # noqa: PLC0415
 
     settings = load_settings()
     load_catalog(settings)  # fail fast on bad definitions, before connecting anything
     ensure_parent(settings.database_url)
     ensure_parent(settings.broker_url.removeprefix("sqla+"))
-    celery = create_celery(settings)
-    celery.worker_main(
-        [
-            "worker",
-            "--pool=threads",
-            f"--concurrency={concurrency or settings.concurrency}",
-            f"--queues={settings.queue}",
-            f"--loglevel={settings.log_level.upper()}",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
+    liveness = Liveness()
+    celery = create_celery(settings, liveness=liveness)
+    watchdog = Watchdog(
+        liveness,
+        exit_after=settings.not_consuming_exit_seconds,
+        heartbeat_file=settings.heartbeat_file,
     )
+    watchdog.start()
+    # A warm shutdown stops consuming on purpose while analyses finish: not a reason to exit 75.
+    celery_signals.worker_shutting_down.connect(
+        lambda **_: setattr(liveness, "stopping", True), weak=False
+    )
+    health = None
+    if settings.health_port is not None:
+        health = serve_health(liveness, settings.health_host, settings.health_port)
+    try:
+        celery.worker_main(
+            [
+                "--quiet",  # no banner: every line the worker writes is a log record
+                "worker",
+                "--pool=threads",
+                f"--concurrency={concurrency or settings.concurrency}",
+                f"--queues={','.join(worker_queues(celery))}",
+                f"--loglevel={settings.log_level.upper()}",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ]
+        )
+    finally:
+        watchdog.stop()
+        if health is not None:
+            health.shutdown()
 
 
 @app.command()
@@ -397,11 +423,11 @@ def retry(
     try:
         ledger.migrate()
         requeued = ledger.requeue_failed(None if failed else run_ids)
+        enqueue_with(create_celery(settings), ledger)(requeued)
     except LedgerError as exc:
         raise fail_usage(str(exc)) from exc
     finally:
         ledger.dispose()
-    enqueue_with(create_celery(settings))(requeued)
     for run_id in requeued:
         typer.echo(f"{run_id}\tqueued")
     typer.echo(f"{len(requeued)} run(s) queued again", err=True)

@@ -44,7 +44,7 @@ def build_intake(settings: Settings) -> Intake:
     return Intake(
         ledger=ledger,
         catalog=catalog,
-        enqueue=enqueue_with(celery),
+        enqueue=enqueue_with(celery, ledger),
         sources=sources,
         max_body_bytes=settings.max_body_bytes,
         max_attempts=settings.max_attempts,

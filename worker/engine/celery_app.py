@@ -12,22 +12,39 @@ Settings for long analyses (seconds to tens of minutes) on Redis and RabbitMQ:
 - Redis `visibility_timeout` (`POSTHOC_VISIBILITY_TIMEOUT_SECONDS`, default 1 h) set in all the
   places Celery reads it; RabbitMQ: `broker_channel_error_retry` so a channel closed by the
   consumer timeout reconnects instead of stopping the worker.
+- Two queues: `<queue>` for new runs and retries, `<queue>.takeover` for what the sweeper sends
+  again (a dead worker's runs, lost messages). Workers consume both, and kombu alternates
+  between them, so a takeover waits for the next free slot, not behind the whole backlog.
+- Every send is recorded on the run (`Ledger.mark_enqueued`); the sweeper re-sends only what
+  the queues can no longer hold (`queue_depth`, `worker/ledger/sweeping.py`).
+- `ConsumerWatch` (`worker/engine/liveness.py`) tells whether the consumer consumes, and makes a
+  stalled one reconnect.
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
+import structlog
 from celery import Celery, signals
 
+from worker.engine.liveness import ConsumerWatch, Liveness
+from worker.observability.logging import say_from_signal_handler
 from worker.settings import Settings
+
+log = structlog.get_logger("posthoc.worker")
 
 TASK_NAME = "posthoc.run_analysis"
 DELIVER_TASK = "posthoc.deliver"
 QUEUE = "posthoc.runs"
 """The default queue (`POSTHOC_QUEUE`); an app's own is `app.conf.task_default_queue`."""
+
+TAKEOVER_SUFFIX = ".takeover"
+ENQUEUE_CHUNK = 100
 
 _service_lock = threading.Lock()
 _service: Any = None
@@ -60,17 +77,39 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_celery(settings: Settings) -> Celery:
-    """A Celery app for `settings` with the run task registered."""
+class EnqueueRecorder(Protocol):
+    """What `enqueue_with` records sends in (the ledger)."""
+
+    def mark_enqueued(self, run_ids: Sequence[str]) -> None: ...
+
+
+def takeover_queue(app: Celery) -> str:
+    """The queue the sweeper sends to: consumed beside the main queue, never behind it."""
+    return f"{app.conf.task_default_queue}{TAKEOVER_SUFFIX}"
+
+
+def worker_queues(app: Celery) -> list[str]:
+    """The queues a worker consumes: new runs and takeovers."""
+    return [app.conf.task_default_queue, takeover_queue(app)]
+
+
+def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Celery:
+    """A Celery app for `settings` with the run task registered; with `liveness`, its workers
+    report whether they consume (and reconnect a stalled consumer)."""
     app = Celery("posthoc")
     app.conf.update(celery_config(settings))
     app.conf.posthoc_settings = settings
+    app.conf.posthoc_liveness = liveness
+    app.conf.posthoc_stall_seconds = settings.consumer_stall_seconds
+    if liveness is not None:
+        app.steps["consumer"].add(ConsumerWatch)
 
     # shared=False: each app (one per settings, several in tests) keeps its own task.
     @app.task(name=TASK_NAME, ignore_result=True, shared=False)
     def run_analysis(run_id: str) -> str:
         """Process one analysis run by id (the ledger holds everything else)."""
-        outcome = _get_service(app).process(run_id)
+        service = _get_service(app)
+        outcome = service.process(run_id)
         if outcome.status == "retry":
             # The ledger already says when the run may go again; this message is the wake-up
             # for then. Should it be lost, the sweeper re-enqueues the run.
@@ -80,10 +119,11 @@ def create_celery(settings: Settings) -> Celery:
                 queue=app.conf.task_default_queue,
                 countdown=outcome.retry_in,
             )
+            service.ledger.mark_enqueued([run_id])
         if outcome.status in {"succeeded", "failed"}:
             # The outbox rows committed with the result; wake their deliveries now (the
             # delivery sweeper finds them anyway should these messages be lost).
-            enqueue_deliveries_with(app)(_get_service(app).pending_deliveries(run_id))
+            enqueue_deliveries_with(app)(service.pending_deliveries(run_id))
         return str(outcome.status)
 
     @app.task(name=DELIVER_TASK, ignore_result=True, shared=False)
@@ -107,16 +147,75 @@ def enqueue_deliveries_with(app: Celery) -> Any:
     return enqueue
 
 
-def enqueue_with(app: Celery) -> Any:
-    """A function that puts run ids on `app`'s queue."""
+def enqueue_with(
+    app: Celery, recorder: EnqueueRecorder | None = None, *, takeover: bool = False
+) -> Callable[[Sequence[str]], None]:
+    """A function that puts run ids on `app`'s queue (the takeover queue with `takeover`) and
+    records each send in `recorder` (the ledger), so the sweeper knows what was sent when."""
 
-    queue = app.conf.task_default_queue
+    queue = takeover_queue(app) if takeover else app.conf.task_default_queue
 
     def enqueue(run_ids: Sequence[str]) -> None:
-        for run_id in run_ids:
-            app.send_task(TASK_NAME, args=[run_id], queue=queue)
+        # Recorded before sending, a chunk at a time: a sweeper that reads the queue depth
+        # meanwhile must not take runs whose message is on its way for lost ones. A send that
+        # then fails leaves a run that looks sent; the sweeper sends it after its interval.
+        for start in range(0, len(run_ids), ENQUEUE_CHUNK):
+            chunk = run_ids[start : start + ENQUEUE_CHUNK]
+            if recorder is not None:
+                recorder.mark_enqueued(chunk)
+            for run_id in chunk:
+                app.send_task(TASK_NAME, args=[run_id], queue=queue)
 
     return enqueue
+
+
+def queue_depth(app: Celery, held_within_seconds: float) -> int | None:
+    """Messages the broker holds for `app`'s run queues: the waiting ones, and on Redis also
+    those delivered to a worker within `held_within_seconds` and not acknowledged yet (fetched
+    ahead, waiting for a free slot). None when the broker cannot say (unreachable). A queue
+    that does not exist yet holds nothing.
+
+    Older unacknowledged deliveries are not counted: they may belong to a worker that was
+    killed (Redis would give them back only after the visibility timeout, an hour), so their
+    runs must count as lost; a live worker's long-waiting one is then sent once more, and the
+    duplicate is a no-op.
+    """
+    queues = worker_queues(app)
+    try:
+        with app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1)
+            channel: Any = connection.default_channel
+            total = _redis_recently_delivered(channel, set(queues), held_within_seconds)
+            for queue in queues:
+                try:
+                    total += int(channel.queue_declare(queue=queue, passive=True).message_count)
+                except connection.channel_errors:
+                    channel = connection.channel()  # AMQP closes a channel on NOT_FOUND
+            return total
+    except Exception as error:  # any broker failure means "cannot say"
+        log.warning("queue_depth.unknown", error_type=type(error).__name__)
+        return None
+
+
+def _redis_recently_delivered(channel: Any, queues: set[str], within_seconds: float) -> int:
+    """Kombu's Redis transport keeps delivered, unacknowledged messages in a hash (value:
+    `[message, exchange, routing_key]`) indexed by delivery time; count ours delivered within
+    `within_seconds`. Other transports: 0 (RabbitMQ keeps a worker's few prefetched messages
+    out of the depth, and the sweeper tolerates that: one duplicate, a no-op)."""
+    client = getattr(channel, "client", None)
+    unacked_key = getattr(channel, "unacked_key", None)
+    index_key = getattr(channel, "unacked_index_key", None)
+    if client is None or unacked_key is None or index_key is None:
+        return 0
+    tags = client.zrangebyscore(index_key, time.time() - within_seconds, "+inf")
+    count = 0
+    for payload in client.hmget(unacked_key, tags) if tags else []:
+        try:
+            _, exchange, routing_key = json.loads(payload)
+        except (ValueError, TypeError):
+            continue
+        count += exchange in queues or routing_key in queues
+    return count
 
 
 def _get_service(app: Celery) -> Any:
@@ -125,10 +224,31 @@ def _get_service(app: Celery) -> Any:
         if _service is None:
             from worker.engine.service import WorkerService  # noqa: PLC0415 - heavy, only in workers
 
-            _service = WorkerService(app.conf.posthoc_settings, enqueue=enqueue_with(app))
+            _service = WorkerService(
+                app.conf.posthoc_settings,
+                queue_depth=lambda: queue_depth(
+                    app, app.conf.posthoc_settings.stale_queued_seconds
+                ),
+            )
+            _service.enqueue = enqueue_with(app, _service.ledger, takeover=True)
             _service.start_sweeper()
             _service.start_delivery_sweeper(enqueue_deliveries_with(app))
         return _service
+
+
+@signals.setup_logging.connect
+def _keep_posthoc_logging(**_: Any) -> None:
+    """posthoc configured logging already (`worker/observability/logging.py`); a receiver here
+    makes Celery add no handler or formatter of its own (its task logger's would write plain
+    lines beside the JSON ones). Its shutdown notices, printed from signal handlers, go through
+    a lock-free writer that renders them like every other line."""
+    import celery.apps.worker as celery_worker  # noqa: PLC0415 - only a worker process needs it
+
+    celery_worker.safe_say = _say  # type: ignore[attr-defined]  # untyped in celery-types
+
+
+def _say(message: str, *_: Any) -> None:
+    say_from_signal_handler(message, logger="celery.apps.worker")
 
 
 @signals.worker_shutdown.connect

@@ -103,6 +103,7 @@ class WorkerService:
         model: ModelClient | None = None,
         catalog: Catalog | None = None,
         enqueue: Enqueue | None = None,
+        queue_depth: Callable[[], int | None] | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = Ledger.from_url(settings.database_url)
@@ -112,6 +113,7 @@ class WorkerService:
         )
         self.loop = LoopThread()
         self.enqueue = enqueue
+        self.queue_depth = queue_depth
         self.http = HttpxTransport()
         self.engine = Engine(
             ledger=self.ledger,
@@ -152,12 +154,26 @@ class WorkerService:
                 log.exception("sweep.failed")
 
     def sweep_once(self) -> list[str]:
-        """One sweep: fail exhausted runs, re-enqueue the rest; returns the re-enqueued ids."""
-        report = self.ledger.sweep(older_than_seconds=self.settings.stale_queued_seconds)
+        """One sweep: fail exhausted runs, re-enqueue the rest; returns the re-enqueued ids.
+
+        With a `queue_depth`, queued runs are re-sent only when the queues cannot hold their
+        message any more; when the broker cannot say (an outage), only takeovers are sent.
+        """
+        waiting = self.queue_depth() if self.queue_depth is not None else None
+        report = self.ledger.sweep(
+            older_than_seconds=self.settings.stale_queued_seconds,
+            waiting_messages=waiting,
+            resend_queued=self.queue_depth is None or waiting is not None,
+        )
         if report.to_enqueue and self.enqueue is not None:
             self.enqueue(report.to_enqueue)
         if report.to_enqueue or report.exhausted:
-            log.info("sweep.done", requeued=len(report.to_enqueue), exhausted=len(report.exhausted))
+            log.info(
+                "sweep.done",
+                requeued=len(report.to_enqueue),
+                exhausted=len(report.exhausted),
+                waiting_messages=waiting,
+            )
         return report.to_enqueue
 
     def deliver(self, delivery_id: str) -> DeliveryOutcome:

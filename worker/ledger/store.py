@@ -256,12 +256,30 @@ class Ledger:
         with self._read() as connection:
             return sweeping.due_queued(connection, self._now(), older_than_seconds, limit)
 
-    def sweep(self, *, older_than_seconds: float = 300.0, limit: int = 100) -> SweepReport:
-        """Fail runs whose lease expired on their last attempt; return the ids to enqueue again."""
+    def sweep(
+        self,
+        *,
+        older_than_seconds: float = 300.0,
+        limit: int = 100,
+        waiting_messages: int | None = None,
+        resend_queued: bool = True,
+    ) -> SweepReport:
+        """Fail runs whose lease expired on their last attempt; return the ids to enqueue again
+        (see `sweeping.sweep` for `waiting_messages`, the broker's queue depth)."""
         with self._write() as connection:
             return sweeping.sweep(
-                connection, self._now(), older_than_seconds=older_than_seconds, limit=limit
+                connection,
+                self._now(),
+                older_than_seconds=older_than_seconds,
+                limit=limit,
+                waiting_messages=waiting_messages,
+                resend_queued=resend_queued,
             )
+
+    def mark_enqueued(self, run_ids: Sequence[str]) -> None:
+        """Record that a message was just sent for each run (`enqueued_at`, `enqueue_count`)."""
+        with self._write() as connection:
+            sweeping.mark_enqueued(connection, self._now(), run_ids)
 
     # Operations and reading back
 

@@ -131,6 +131,10 @@ analysis_runs = sa.Table(
     # When the sweeper last asked for this run to be enqueued again, so it asks at most once
     # per interval however long the queue is.
     sa.Column("swept_at", UtcDateTime()),
+    # When a message for this run was last put on the broker, and how many were: the sweeper
+    # re-sends only runs whose message the queue no longer holds (revision 0006_fleet).
+    sa.Column("enqueued_at", UtcDateTime()),
+    sa.Column("enqueue_count", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     # When the latest attempt was claimed (every attempt's own times are in run_attempts).
     sa.Column("started_at", UtcDateTime()),
