@@ -297,7 +297,9 @@ def outcomes(request: pytest.FixtureRequest) -> Iterator[Outcomes]:
 def queued(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Run ids `posthoc submit` puts on the broker (captured instead of sent)."""
     sent: list[str] = []
-    monkeypatch.setattr(worker.engine.celery_app, "enqueue_with", lambda _app: sent.extend)
+    monkeypatch.setattr(
+        worker.engine.celery_app, "enqueue_with", lambda _app, _ledger=None: sent.extend
+    )
     return sent
 
 

@@ -61,7 +61,9 @@ def test_submit_refuses_nul_by_field_and_records_the_rest(
     """Today on PostgreSQL: a DataError traceback printing the transcript. Now: a problem
     naming the field, and the valid conversation beside it recorded and queued."""
     sent: list[str] = []
-    monkeypatch.setattr(worker.engine.celery_app, "enqueue_with", lambda _app: sent.extend)
+    monkeypatch.setattr(
+        worker.engine.celery_app, "enqueue_with", lambda _app, _ledger=None: sent.extend
+    )
     batch = workdir / "batch.jsonl"
     batch.write_text(
         conversation_line("bad", SECRET + "\x00") + "\n" + conversation_line("good") + "\n",
@@ -83,7 +85,9 @@ def test_runs_recorded_before_a_refused_conversation_are_still_queued(
     """The ledger refusing the second conversation (its error quoting the row) neither hides
     the first conversation's run nor prints the row."""
     sent: list[str] = []
-    monkeypatch.setattr(worker.engine.celery_app, "enqueue_with", lambda _app: sent.extend)
+    monkeypatch.setattr(
+        worker.engine.celery_app, "enqueue_with", lambda _app, _ledger=None: sent.extend
+    )
     real_record = worker.intake.record
 
     def refuse_second(ledger: Any, catalog: Any, conversations: Any, **kwargs: Any) -> Any:
