@@ -79,3 +79,12 @@ def _reset_structlog() -> Iterator[None]:
 
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
+
+
+@pytest.fixture(autouse=True)
+def _reset_process_limits() -> Iterator[None]:
+    """Commands set the process's input limits from settings; each test starts from defaults."""
+    yield
+    from analyzers.definitions.limits import DEFAULT_LIMITS, use_limits
+
+    use_limits(DEFAULT_LIMITS)

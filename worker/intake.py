@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analyzers.definitions.limits import DEFAULT_LIMITS, InputLimits
+from analyzers.definitions.limits import InputLimits, active_limits
 from analyzers.definitions.loading import (
     CONVERSATION_SUFFIXES,
     Problem,
@@ -30,13 +30,14 @@ class LoadedInputs:
 
 
 def read_conversations(
-    paths: Iterable[Path | str], limits: InputLimits = DEFAULT_LIMITS
+    paths: Iterable[Path | str], limits: InputLimits | None = None
 ) -> LoadedInputs:
     """Every conversation in JSON files, JSON Lines files and folders of them.
 
     The paths are one batch: a conversation id seen earlier in it is a problem for the later
     record; an identical repeat is dropped, a different one is kept so both versions run.
     """
+    limits = active_limits(limits)
     loaded = LoadedInputs()
     sourced: list[Sourced[Conversation]] = []
     for path in expand_paths(paths, CONVERSATION_SUFFIXES, loaded.problems):

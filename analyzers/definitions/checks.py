@@ -24,7 +24,7 @@ from analyzers.definitions.expressions import (
     ExpressionError,
     compile_expression,
 )
-from analyzers.definitions.limits import DEFAULT_LIMITS, InputLimits
+from analyzers.definitions.limits import InputLimits, active_limits
 from analyzers.definitions.loading import DefinitionSet, Problem, Sourced
 from analyzers.definitions.patterns import PatternError, compile_pattern
 from analyzers.definitions.versions import SEPARATOR
@@ -50,9 +50,10 @@ RESULT_VARIABLES = frozenset(
 
 
 def check_definitions(
-    definitions: DefinitionSet, limits: InputLimits = DEFAULT_LIMITS
+    definitions: DefinitionSet, limits: InputLimits | None = None
 ) -> list[Problem]:
     """Every cross-definition problem in `definitions` (an empty list when all is sound)."""
+    limits = active_limits(limits)
     problems: list[Problem] = []
     problems += _unique_names(definitions)
     procedures_by_name: dict[str, list[Sourced[Procedure]]] = defaultdict(list)

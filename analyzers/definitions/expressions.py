@@ -23,7 +23,7 @@ from typing import Any
 
 import cel
 
-from analyzers.definitions.limits import DEFAULT_LIMITS, InputLimits
+from analyzers.definitions.limits import DEFAULT_LIMITS, InputLimits, active_limits
 from schemas.conversation import Conversation
 from schemas.templates import strip_braces
 
@@ -180,13 +180,14 @@ def compile_expression(
     source: str,
     *,
     known: frozenset[str] | set[str] | None = None,
-    limits: InputLimits = DEFAULT_LIMITS,
+    limits: InputLimits | None = None,
 ) -> Expression:
     """Compile `source`; with `known`, also reject variables outside that set.
 
     Names beginning with `system__` (platform dynamic variables) are always accepted. Macros
     nested deeper than `limits.max_expression_nesting` are refused.
     """
+    limits = active_limits(limits)
     if len(source) > MAX_EXPRESSION_CHARS:
         raise ExpressionError(
             f"an expression of {len(source)} characters; at most {MAX_EXPRESSION_CHARS}"

@@ -130,3 +130,24 @@ def _too_long(text: str, limits: InputLimits) -> str | None:
     if len(text) <= limits.max_string_chars:
         return None
     return f"is {len(text)} characters long; at most {limits.max_string_chars} are accepted"
+
+
+_process_limits: InputLimits = DEFAULT_LIMITS
+
+
+def use_limits(limits: InputLimits) -> None:
+    """Make `limits` this process's limits wherever a caller passes none: loading files,
+    checking definitions, and compiling CEL for triggers, `if` conditions and sink routing.
+
+    The worker calls this once at start-up with the configured limits (`POSTHOC_MAX_*`,
+    `POSTHOC_EXPRESSION_BUDGET`), as it configures logging: the pure code below it reads no
+    environment, and threading a limits object through every caller that evaluates CEL would
+    put settings into the runtime's signatures.
+    """
+    global _process_limits  # noqa: PLW0603 - one process-wide setting, set at start-up
+    _process_limits = limits
+
+
+def active_limits(limits: InputLimits | None = None) -> InputLimits:
+    """`limits` when given, else the process's (see `use_limits`)."""
+    return limits if limits is not None else _process_limits

@@ -18,7 +18,11 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from analyzers.definitions.jsonsource import JsonProblem, LazyJsonSourceMap, parse_record
-from analyzers.definitions.limits import DEFAULT_LIMITS, InputLimits, conversation_violations
+from analyzers.definitions.limits import (
+    InputLimits,
+    active_limits,
+    conversation_violations,
+)
 from analyzers.definitions.sourcemap import (
     Document,
     SourceError,
@@ -94,12 +98,13 @@ class DefinitionSet:
         self.problems += other.problems
 
 
-def load_paths(paths: Iterable[Path | str], limits: InputLimits = DEFAULT_LIMITS) -> DefinitionSet:
+def load_paths(paths: Iterable[Path | str], limits: InputLimits | None = None) -> DefinitionSet:
     """Load every definition and conversation under `paths` (files or directories).
 
     A conversation whose id repeats one loaded earlier is a problem for the later record (see
     `drop_batch_duplicates`).
     """
+    limits = active_limits(limits)
     loaded = DefinitionSet()
     for path in expand_paths(paths, DEFINITION_SUFFIXES + CONVERSATION_SUFFIXES, loaded.problems):
         if path.suffix in DEFINITION_SUFFIXES:
@@ -168,8 +173,9 @@ def expand_paths(
             problems.append(Problem(str(path), None, "(path)", "path-exists", "no such file"))
 
 
-def load_definition_file(path: Path, limits: InputLimits = DEFAULT_LIMITS) -> DefinitionSet:
+def load_definition_file(path: Path, limits: InputLimits | None = None) -> DefinitionSet:
     """Load the analyzers and procedures of one YAML file."""
+    limits = active_limits(limits)
     loaded = DefinitionSet()
     file = str(path)
     text = _read_text(path, loaded, limits)
@@ -254,8 +260,9 @@ def _read_text(path: Path, loaded: DefinitionSet, limits: InputLimits) -> str | 
         return None
 
 
-def load_conversation_file(path: Path, limits: InputLimits = DEFAULT_LIMITS) -> DefinitionSet:
+def load_conversation_file(path: Path, limits: InputLimits | None = None) -> DefinitionSet:
     """Load the conversations of a `.json` file (one object) or a `.jsonl` file (one a line)."""
+    limits = active_limits(limits)
     loaded = DefinitionSet()
     file = str(path)
     if path.suffix != ".jsonl":

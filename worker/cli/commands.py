@@ -16,10 +16,12 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel, ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.table import Table
 
 from analyzers.definitions.checks import check_definitions
+from analyzers.definitions.limits import use_limits
 from analyzers.definitions.loading import load_paths
 from analyzers.errors import ConfigError
 from analyzers.model.protocol import ModelClient
@@ -82,8 +84,13 @@ def load_settings(*, quiet: bool = False) -> Settings:
             for error in exc.errors()
         )
         raise fail_usage(f"invalid settings: {details}") from exc
+    except SettingsError as exc:
+        # A value that is not even parseable (a list setting that is not JSON): pydantic-settings
+        # names the field in its message.
+        raise fail_usage(f"invalid settings: {exc}") from exc
     level = "warning" if quiet and "log_level" not in settings.model_fields_set else None
     configure_logging(level or settings.log_level, settings.log_format)
+    use_limits(settings.input_limits())
     return settings
 
 
