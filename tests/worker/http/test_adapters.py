@@ -274,6 +274,22 @@ def test_payload_that_does_not_map_names_the_field(platform: str, payload: Any, 
     assert info.value.field == field
 
 
+def test_an_offset_past_the_end_of_time_names_the_field() -> None:
+    """Found by the fuzz below: a turn 1e300 seconds into the call overflowed `datetime` and
+    escaped as an OverflowError instead of naming the field."""
+    payload = elevenlabs_payload()
+    payload["data"]["transcript"][0]["time_in_call_secs"] = 1e300
+    with pytest.raises(MappingError) as info:
+        parse_payload("elevenlabs", payload, {}, tenant="acme")
+    assert info.value.field == "data.transcript.0.time_in_call_secs"
+
+    payload = elevenlabs_payload()
+    payload["data"]["metadata"]["call_duration_secs"] = 1e300
+    with pytest.raises(MappingError) as info:
+        parse_payload("elevenlabs", payload, {}, tenant="acme")
+    assert info.value.field == "data.metadata.call_duration_secs"
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda inner: (

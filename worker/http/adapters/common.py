@@ -8,7 +8,7 @@ import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -139,6 +139,15 @@ def unix_seconds(value: float, path: str) -> datetime:
         return datetime.fromtimestamp(value, tz=UTC)
     except (OverflowError, OSError, ValueError) as exc:
         raise MappingError(path, f"is not a valid Unix time ({exc})") from exc
+
+
+def seconds_after(start: datetime, seconds: float, path: str) -> datetime:
+    """`start` plus an offset in seconds, or MappingError naming the field when the sum is not a
+    representable time (a fuzzer's 1e300, a platform's garbage)."""
+    try:
+        return start + timedelta(seconds=seconds)
+    except (OverflowError, ValueError) as exc:
+        raise MappingError(path, f"is not a usable number of seconds ({exc})") from exc
 
 
 def json_arguments(text: Any) -> dict[str, Any] | None:

@@ -17,7 +17,6 @@ refused when older than 30 minutes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from typing import Any
 
 from worker.http.adapters.common import (
@@ -33,6 +32,7 @@ from worker.http.adapters.common import (
     json_result,
     lower_headers,
     require_secrets,
+    seconds_after,
     unix_seconds,
 )
 
@@ -106,7 +106,9 @@ def parse(payload: Any, *, tenant: str, events: frozenset[str]) -> Mapped | Igno
             "channel": "voice",
             "started_at": started_at,
             "ended_at": (
-                started_at + timedelta(seconds=duration) if started_at and duration else None
+                seconds_after(started_at, duration, "data.metadata.call_duration_secs")
+                if started_at and duration
+                else None
             ),
             "outcome": outcome or "unknown",
             "termination_reason": field(
@@ -144,7 +146,11 @@ def _turns_and_tools(
         if role not in _ROLES:
             raise MappingError(f"{where}.role", f"must be 'user' or 'agent', got {role!r}")
         offset = field(item, "time_in_call_secs", (int, float), required=False, where=where)
-        at = started_at + timedelta(seconds=offset) if started_at and offset is not None else None
+        at = (
+            seconds_after(started_at, offset, f"{where}.time_in_call_secs")
+            if started_at and offset is not None
+            else None
+        )
         index = len(turns)
         turns.append(
             {

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from worker.http.adapters.common import (
@@ -34,6 +34,7 @@ from worker.http.adapters.common import (
     json_result,
     lower_headers,
     require_secrets,
+    seconds_after,
     unix_seconds,
 )
 
@@ -129,7 +130,7 @@ def _turn(item: dict[str, Any], where: str, started_at: datetime | None) -> dict
     offset = first.get("start")
     at = None
     if started_at is not None and isinstance(offset, int | float) and not isinstance(offset, bool):
-        at = started_at + timedelta(seconds=offset)
+        at = seconds_after(started_at, offset, f"{where}.words.0.start")
     metadata: dict[str, Any] = {"speaker": role} if role == "transfer_target" else {}
     return {
         "role": _SPEAKERS[role],
