@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import structlog
 from celery import Celery, signals
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from worker.engine.liveness import ConsumerWatch, Liveness
 from worker.observability.logging import say_from_signal_handler
@@ -110,20 +111,31 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
         """Process one analysis run by id (the ledger holds everything else)."""
         service = _get_service(app)
         outcome = service.process(run_id)
-        if outcome.status == "retry":
-            # The ledger already says when the run may go again; this message is the wake-up
-            # for then. Should it be lost, the sweeper re-enqueues the run.
-            app.send_task(
-                TASK_NAME,
-                args=[run_id],
-                queue=app.conf.task_default_queue,
-                countdown=outcome.retry_in,
+        # The run's outcome is committed in the ledger by now. The messages below are only
+        # wake-ups: with the broker down they cannot be sent, and the sweepers send them later,
+        # so a failure to send must not fail the task (the run is done either way).
+        try:
+            if outcome.status == "retry":
+                # The ledger already says when the run may go again; this message is the
+                # wake-up for then. Should it be lost, the sweeper re-enqueues the run.
+                app.send_task(
+                    TASK_NAME,
+                    args=[run_id],
+                    queue=app.conf.task_default_queue,
+                    countdown=outcome.retry_in,
+                )
+                service.ledger.mark_enqueued([run_id])
+            if outcome.status in {"succeeded", "failed"}:
+                # The outbox rows committed with the result; wake their deliveries now (the
+                # delivery sweeper finds them anyway should these messages be lost).
+                enqueue_deliveries_with(app)(service.pending_deliveries(run_id))
+        except (KombuOperationalError, OSError) as exc:
+            log.warning(
+                "run.wakeup_deferred",
+                run_id=run_id,
+                status=str(outcome.status),
+                reason=type(exc).__name__,
             )
-            service.ledger.mark_enqueued([run_id])
-        if outcome.status in {"succeeded", "failed"}:
-            # The outbox rows committed with the result; wake their deliveries now (the
-            # delivery sweeper finds them anyway should these messages be lost).
-            enqueue_deliveries_with(app)(service.pending_deliveries(run_id))
         return str(outcome.status)
 
     @app.task(name=DELIVER_TASK, ignore_result=True, shared=False)
