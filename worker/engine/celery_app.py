@@ -236,12 +236,15 @@ def _get_service(app: Celery) -> Any:
         if _service is None:
             from worker.engine.service import WorkerService  # noqa: PLC0415 - heavy, only in workers
 
-            _service = WorkerService(
-                app.conf.posthoc_settings,
-                queue_depth=lambda: queue_depth(
-                    app, app.conf.posthoc_settings.stale_queued_seconds
-                ),
-            )
+            liveness: Liveness | None = app.conf.get("posthoc_liveness")
+
+            def measured_depth() -> int | None:
+                depth = queue_depth(app, app.conf.posthoc_settings.stale_queued_seconds)
+                if liveness is not None:  # the consumer's stall check reads it
+                    liveness.note_broker_depth(depth)
+                return depth
+
+            _service = WorkerService(app.conf.posthoc_settings, queue_depth=measured_depth)
             _service.enqueue = enqueue_with(app, _service.ledger, takeover=True)
             _service.start_sweeper()
             _service.start_delivery_sweeper(enqueue_deliveries_with(app))
