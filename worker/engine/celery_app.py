@@ -128,7 +128,9 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
             if outcome.status in {"succeeded", "failed"}:
                 # The outbox rows committed with the result; wake their deliveries now (the
                 # delivery sweeper finds them anyway should these messages be lost).
-                enqueue_deliveries_with(app)(service.pending_deliveries(run_id))
+                enqueue_deliveries_with(app, service.deliverer.store)(
+                    service.pending_deliveries(run_id)
+                )
         except (KombuOperationalError, OSError) as exc:
             log.warning(
                 "run.wakeup_deferred",
@@ -147,12 +149,21 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
     return app
 
 
-def enqueue_deliveries_with(app: Celery) -> Any:
-    """A function that puts delivery ids on `app`'s queue."""
+class WakeRecorder(Protocol):
+    """What `enqueue_deliveries_with` records wake-ups in (the delivery ledger)."""
+
+    def mark_woken(self, ids: Sequence[str]) -> None: ...
+
+
+def enqueue_deliveries_with(app: Celery, recorder: WakeRecorder | None = None) -> Any:
+    """A function that puts delivery ids on `app`'s queue, recording each wake-up in
+    `recorder` first so the delivery sweeper does not send another while this one waits."""
 
     queue = app.conf.task_default_queue
 
     def enqueue(delivery_ids: Sequence[str]) -> None:
+        if recorder is not None:
+            recorder.mark_woken(delivery_ids)
         for delivery_id in delivery_ids:
             app.send_task(DELIVER_TASK, args=[delivery_id], queue=queue)
 
@@ -247,7 +258,9 @@ def _get_service(app: Celery) -> Any:
             _service = WorkerService(app.conf.posthoc_settings, queue_depth=measured_depth)
             _service.enqueue = enqueue_with(app, _service.ledger, takeover=True)
             _service.start_sweeper()
-            _service.start_delivery_sweeper(enqueue_deliveries_with(app))
+            _service.start_delivery_sweeper(
+                enqueue_deliveries_with(app, _service.deliverer.store)
+            )
         return _service
 
 
