@@ -7,7 +7,9 @@ was invalid, 2 for usage and configuration errors.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
+import signal
 import sys
 from contextlib import AbstractContextManager
 from enum import StrEnum
@@ -307,6 +309,9 @@ def worker(
     load_catalog(settings)  # fail fast on bad definitions, before connecting anything
     ensure_parent(settings.database_url)
     ensure_parent(settings.broker_url.removeprefix("sqla+"))
+    # `kill -USR2 <pid>` prints every thread's stack to stderr: how to see where a worker that
+    # stopped consuming is stuck, without stopping it.
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
     liveness = Liveness()
     celery = create_celery(settings, liveness=liveness)
     watchdog = Watchdog(
