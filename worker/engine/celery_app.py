@@ -17,6 +17,13 @@ Settings for long analyses (seconds to tens of minutes) on Redis and RabbitMQ:
   between them, so a takeover waits for the next free slot, not behind the whole backlog.
 - Every send is recorded on the run (`Ledger.mark_enqueued`); the sweeper re-sends only what
   the queues can no longer hold (`queue_depth`, `worker/ledger/sweeping.py`).
+- `worker_enable_prefetch_count_reduction=False`. After a reconnect with tasks still running,
+  Celery lowers the prefetch count and raises it again from the acknowledgement callback of each
+  new task, and on the thread pool that callback runs in a pool thread: it sent `basic.qos` on
+  the consumer's AMQP channel while the consumer's own thread did the same, both then waited for
+  the one reply, and the consumer hung for good (seen after a RabbitMQ outage with every slot
+  busy; a thread dump showed both threads in `basic_qos`). A full window after a reconnect only
+  means a few messages reserved early, which the ledger makes harmless.
 - `ConsumerWatch` (`worker/engine/liveness.py`) tells whether the consumer consumes, and makes a
   stalled one reconnect.
 """
@@ -63,6 +70,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,
         "task_acks_late": False,
         "worker_prefetch_multiplier": 1,
+        "worker_enable_prefetch_count_reduction": False,  # see the module docstring
         "task_default_queue": settings.queue,
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -258,9 +266,7 @@ def _get_service(app: Celery) -> Any:
             _service = WorkerService(app.conf.posthoc_settings, queue_depth=measured_depth)
             _service.enqueue = enqueue_with(app, _service.ledger, takeover=True)
             _service.start_sweeper()
-            _service.start_delivery_sweeper(
-                enqueue_deliveries_with(app, _service.deliverer.store)
-            )
+            _service.start_delivery_sweeper(enqueue_deliveries_with(app, _service.deliverer.store))
         return _service
 
 

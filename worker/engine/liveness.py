@@ -13,11 +13,11 @@ Three parts, so that a worker either consumes or stops existing:
   Stalled means, on Redis, that kombu's client-side prefetch window stays full; on RabbitMQ
   (where the broker keeps the window) that no task has started for a while although work waits
   for this worker: a request reserved but not started, or messages the broker still held after
-  the last task started (the sweeper measures the depth). The second case was seen after a
-  RabbitMQ outage: Celery's hub failed while resetting (`Error cleaning up after event loop`),
-  and the new channel then kept its whole prefetch window unacknowledged, so the broker sent
-  nothing more while the loop kept ticking. A consumer that stalls again and again without a
-  task starting in between reports itself not consuming, so the watchdog below ends it.
+  the last task started (the sweeper measures the depth). The one such stall seen so far (two
+  threads sending `basic.qos` at once after a reconnect) is prevented at its cause in
+  `celery_app.py`; this check is for the next one. A consumer that stalls again and again
+  without a task starting in between reports itself not consuming, so the watchdog ends it;
+  one whose event loop hangs stops ticking, with the same end.
 - `Watchdog`, a thread: while consuming it touches the heartbeat file; when the process has not
   consumed for `exit_after` seconds it exits non-zero so its supervisor starts a fresh one. Runs
   are durable in the ledger, so exiting loses nothing: their leases expire and they are taken
