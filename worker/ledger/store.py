@@ -21,6 +21,7 @@ from worker.ledger._sql import load_run
 from worker.ledger.clock import Clock, utc_now
 from worker.ledger.engine import WRITE_OPTION, create_ledger_engine
 from worker.ledger.errors import LedgerError
+from worker.ledger.procedures import LedgerProcedureStore
 from worker.ledger.records import (
     RUN_STATES,
     AttemptRecord,
@@ -56,6 +57,11 @@ class Ledger:
     def engine(self) -> Engine:
         """The SQLAlchemy engine (for health checks and tests)."""
         return self._engine
+
+    @property
+    def procedures(self) -> LedgerProcedureStore:
+        """The procedure store in this ledger's database (on this ledger's clock)."""
+        return LedgerProcedureStore(self._engine, now=self._clock)
 
     def migrate(self) -> None:
         """Create or upgrade the tables to the newest revision; a no-op when already there."""

@@ -27,6 +27,8 @@ POSTGRES_ADMIN_URLS = (
     "postgresql+psycopg://root@127.0.0.1:5432/postgres",
 )
 LEDGER_TABLES = (
+    "procedure_support",
+    "procedures",
     "deliveries",
     "disabled_destinations",
     "effects",
@@ -123,7 +125,7 @@ def ledger(database_url: str, clock: ManualClock) -> Iterator[Ledger]:
                 connection.exec_driver_sql(
                     "TRUNCATE deliveries, disabled_destinations, effects, run_attempts, "
                     "analysis_runs, analyzer_snapshots, conversation_versions, conversations, "
-                    "api_keys, webhook_deliveries "
+                    "api_keys, webhook_deliveries, procedure_support, procedures "
                     "RESTART IDENTITY CASCADE"
                 )
         yield ledger
