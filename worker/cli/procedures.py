@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -87,7 +87,7 @@ def _status(value: str | None) -> ProcedureStatus | None:
         raise typer.BadParameter(
             f"--status must be one of {list(PROCEDURE_STATUSES)}, got {value!r}"
         )
-    return cast(ProcedureStatus, value)
+    return value
 
 
 @procedures_app.command("list")
