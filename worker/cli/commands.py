@@ -243,6 +243,7 @@ def submit(inputs: Inputs, analyzer: AnalyzerOption = None) -> None:
     from worker.engine.celery_app import create_celery, enqueue_with  # noqa: PLC0415
     from worker.intake import read_conversations, record  # noqa: PLC0415
     from worker.ledger import Ledger, RunRecord  # noqa: PLC0415
+    from worker.procedure_source import sync_procedure_files  # noqa: PLC0415
 
     settings = load_settings()
     catalog = load_catalog(settings)
@@ -257,6 +258,7 @@ def submit(inputs: Inputs, analyzer: AnalyzerOption = None) -> None:
     refused = 0
     try:
         ledger.migrate()
+        sync_procedure_files(ledger.procedures, catalog)
         for conversation in loaded.conversations:
             try:
                 runs += record(

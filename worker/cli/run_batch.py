@@ -24,6 +24,7 @@ from worker.engine.service import worker_identity
 from worker.intake import read_conversations, record
 from worker.ledger import Ledger
 from worker.ledger.deliveries import DeliveryLedger, hold_back, use_routes
+from worker.procedure_source import sync_procedure_files
 from worker.settings import Settings, tool_secrets
 from worker.sinks.delivery import Deliverer, routes_from_catalog
 
@@ -55,6 +56,7 @@ def execute_batch(
     ledger = Ledger.from_url(settings.database_url)
     try:
         ledger.migrate()
+        sync_procedure_files(ledger.procedures, catalog)
         runs = record(
             ledger,
             catalog,

@@ -21,6 +21,7 @@ def build_intake(settings: Settings) -> Intake:
     from worker.http.app import Intake  # noqa: PLC0415
     from worker.http.sources import parse_sources  # noqa: PLC0415
     from worker.ledger import Ledger  # noqa: PLC0415
+    from worker.procedure_source import sync_procedure_files  # noqa: PLC0415
 
     try:
         sources = parse_sources(settings.webhook_sources)
@@ -31,6 +32,7 @@ def build_intake(settings: Settings) -> Intake:
     ensure_parent(settings.broker_url.removeprefix("sqla+"))
     ledger = Ledger.from_url(settings.database_url)
     ledger.migrate()
+    sync_procedure_files(ledger.procedures, catalog)
     celery = create_celery(settings)
 
     def broker_ready() -> bool:
