@@ -138,6 +138,15 @@ class Settings(BaseSettings):
     slack_api_url: str = Field(
         default="https://slack.com/api/", description="Slack Web API base URL (tests: the fake)."
     )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        description="`posthoc serve`: the Slack app's signing secret, checked on every "
+        "request to POST /v1/slack/interactions (the procedure review buttons).",
+    )
+    procedure_review_channel: str | None = Field(
+        default=None,
+        description="Slack channel for the review messages of pending (learned) procedures.",
+    )
     conversation_url_template: str | None = Field(
         default=None,
         description="Link shown in Slack, e.g. https://cx.example.com/{tenant_id}/{conversation_id}",

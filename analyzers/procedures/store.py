@@ -130,15 +130,28 @@ class ProceduralMemoryStore(Protocol):
         ...
 
     def approve(
-        self, procedure_id: str, *, tenant_id: str | None = None, by: str = "admin"
+        self,
+        procedure_id: str,
+        *,
+        tenant_id: str | None = None,
+        by: str = "admin",
+        only_if_pending: bool = False,
     ) -> StoredProcedure:
-        """Make the version active; approving an approved one changes nothing."""
+        """Make the version active; approving an approved one changes nothing. With
+        `only_if_pending`, a version already decided is returned unchanged (the first of two
+        reviewers wins; the caller compares the returned status with what it asked for)."""
         ...
 
     def reject(
-        self, procedure_id: str, *, tenant_id: str | None = None, by: str = "admin"
+        self,
+        procedure_id: str,
+        *,
+        tenant_id: str | None = None,
+        by: str = "admin",
+        only_if_pending: bool = False,
     ) -> StoredProcedure:
-        """Keep the version out of use; rejecting a rejected one changes nothing."""
+        """Keep the version out of use; rejecting a rejected one changes nothing
+        (`only_if_pending` as for `approve`)."""
         ...
 
     def delete(self, procedure_id: str, *, tenant_id: str | None = None) -> StoredProcedure:
@@ -274,14 +287,24 @@ class InMemoryProcedureStore:
         return sorted(found, key=listing_order)
 
     def approve(
-        self, procedure_id: str, *, tenant_id: str | None = None, by: str = "admin"
+        self,
+        procedure_id: str,
+        *,
+        tenant_id: str | None = None,
+        by: str = "admin",
+        only_if_pending: bool = False,
     ) -> StoredProcedure:
-        return self._decide(procedure_id, "approved", tenant_id, by)
+        return self._decide(procedure_id, "approved", tenant_id, by, only_if_pending)
 
     def reject(
-        self, procedure_id: str, *, tenant_id: str | None = None, by: str = "admin"
+        self,
+        procedure_id: str,
+        *,
+        tenant_id: str | None = None,
+        by: str = "admin",
+        only_if_pending: bool = False,
     ) -> StoredProcedure:
-        return self._decide(procedure_id, "rejected", tenant_id, by)
+        return self._decide(procedure_id, "rejected", tenant_id, by, only_if_pending)
 
     def delete(self, procedure_id: str, *, tenant_id: str | None = None) -> StoredProcedure:
         with self._lock:
@@ -296,11 +319,16 @@ class InMemoryProcedureStore:
         return stored
 
     def _decide(
-        self, procedure_id: str, status: ProcedureStatus, tenant_id: str | None, by: str
+        self,
+        procedure_id: str,
+        status: ProcedureStatus,
+        tenant_id: str | None,
+        by: str,
+        only_if_pending: bool,
     ) -> StoredProcedure:
         with self._lock:
             stored = self._owned(procedure_id, tenant_id)
-            if stored.status == status:
+            if stored.status == status or (only_if_pending and stored.status != "pending"):
                 return stored
             stored = replace(
                 stored,

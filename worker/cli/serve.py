@@ -13,6 +13,8 @@ from worker.settings import Settings
 
 if TYPE_CHECKING:
     from worker.http.app import Intake
+    from worker.ledger import Ledger
+    from worker.sinks.procedure_review import ProcedureReviewer
 
 
 def build_intake(settings: Settings) -> Intake:
@@ -51,7 +53,24 @@ def build_intake(settings: Settings) -> Intake:
         max_body_bytes=settings.max_body_bytes,
         max_attempts=settings.max_attempts,
         broker_ready=broker_ready,
+        slack_signing_secret=(
+            settings.slack_signing_secret.get_secret_value()
+            if settings.slack_signing_secret
+            else None
+        ),
+        reviewer=procedure_reviewer(settings, ledger),
     )
+
+
+def procedure_reviewer(settings: Settings, ledger: Ledger) -> ProcedureReviewer | None:
+    """The Slack reviewer of pending procedures, when a bot token and a channel are set."""
+    from worker.sinks.procedure_review import ProcedureReviewer  # noqa: PLC0415
+    from worker.sinks.slack import web_client  # noqa: PLC0415
+
+    if settings.slack_bot_token is None or not settings.procedure_review_channel:
+        return None
+    client = web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+    return ProcedureReviewer(ledger.procedures, client, settings.procedure_review_channel)
 
 
 @app.command()

@@ -32,10 +32,12 @@ from worker.http import store
 from worker.http.adapters import PLATFORMS, Ignored, MappingError, SignatureError, parse_payload
 from worker.http.adapters.common import located_errors
 from worker.http.openapi import openapi_document
+from worker.http.slack_review import handle_interaction
 from worker.http.sources import WebhookSource
 from worker.intake import record
 from worker.ledger import Ledger, RunRecord
 from worker.ledger.errors import LedgerError
+from worker.sinks.procedure_review import ProcedureReviewer
 
 log = structlog.get_logger("posthoc.http")
 MAX_BATCH = 1000
@@ -56,6 +58,9 @@ class Intake:
     clock: Callable[[], float] = time.time
     broker_ready: Callable[[], bool] = lambda: True
     poll_seconds: float = 0.05
+    slack_signing_secret: str | None = None
+    reviewer: ProcedureReviewer | None = None
+    """Updates a procedure's review message after a click (None: no review channel set)."""
 
 
 class BodyTooLarge(Exception):
@@ -380,6 +385,21 @@ class _Handlers:
             status_code=200 if ready else 503,
         )
 
+    async def slack_interactions(self, request: Request) -> Response:
+        try:
+            body = await self.body_of(request)
+        except Problem as problem:
+            return problem.response()
+        status, answer = await handle_interaction(
+            secret=self.intake.slack_signing_secret,
+            store=self.intake.ledger.procedures,
+            reviewer=self.intake.reviewer,
+            body=body,
+            headers=dict(request.headers),
+            now=self.intake.clock,
+        )
+        return JSONResponse(answer, status_code=status)
+
     async def openapi(self, _: Request) -> Response:
         return JSONResponse(openapi_document())
 
@@ -399,6 +419,7 @@ def create_app(intake: Intake) -> Starlette:
             Route("/v1/runs/{run_id}", handlers.get_run, methods=["GET"]),
             Route("/v1/runs/{run_id}/retry", handlers.retry_run, methods=["POST"]),
             Route("/v1/analyzers/{name}/invoke", handlers.invoke, methods=["POST"]),
+            Route("/v1/slack/interactions", handlers.slack_interactions, methods=["POST"]),
             Route("/healthz", handlers.healthz, methods=["GET"]),
             Route("/readyz", handlers.readyz, methods=["GET"]),
             Route("/openapi.json", handlers.openapi, methods=["GET"]),

@@ -113,14 +113,24 @@ class LedgerProcedureStore:
         return sorted(found, key=listing_order)
 
     def approve(
-        self, procedure_id: str, *, tenant_id: str | None = None, by: str = "admin"
+        self,
+        procedure_id: str,
+        *,
+        tenant_id: str | None = None,
+        by: str = "admin",
+        only_if_pending: bool = False,
     ) -> StoredProcedure:
-        return self._decide(procedure_id, "approved", tenant_id, by)
+        return self._decide(procedure_id, "approved", tenant_id, by, only_if_pending)
 
     def reject(
-        self, procedure_id: str, *, tenant_id: str | None = None, by: str = "admin"
+        self,
+        procedure_id: str,
+        *,
+        tenant_id: str | None = None,
+        by: str = "admin",
+        only_if_pending: bool = False,
     ) -> StoredProcedure:
-        return self._decide(procedure_id, "rejected", tenant_id, by)
+        return self._decide(procedure_id, "rejected", tenant_id, by, only_if_pending)
 
     def delete(self, procedure_id: str, *, tenant_id: str | None = None) -> StoredProcedure:
         with self._write() as connection:
@@ -136,6 +146,25 @@ class LedgerProcedureStore:
             self._owned(connection, procedure_id, None)
             self._add_support(connection, procedure_id, conversation_ids)
             return self._owned(connection, procedure_id, None)
+
+    # The Slack review message (worker/sinks/procedure_review.py)
+
+    def review_of(self, procedure_id: str) -> dict[str, Any] | None:
+        """The review message's state (channel, attempts, receipt), or None before any post."""
+        with self._read() as connection:
+            review = connection.execute(
+                sa.select(procedures.c.review).where(procedures.c.id == procedure_id)
+            ).scalar()
+        return cast(dict[str, Any] | None, review)
+
+    def save_review(self, procedure_id: str, review: dict[str, Any]) -> None:
+        """Record the review message's state, committed at once (before and after each post)."""
+        with self._write() as connection:
+            updated = connection.execute(
+                procedures.update().where(procedures.c.id == procedure_id).values(review=review)
+            )
+        if updated.rowcount != 1:
+            raise ProcedureNotFound(procedure_id)
 
     # Internals
 
@@ -177,15 +206,22 @@ class LedgerProcedureStore:
         return StoreOutcome(self._owned(connection, known, None), created)
 
     def _decide(
-        self, procedure_id: str, status: ProcedureStatus, tenant_id: str | None, by: str
+        self,
+        procedure_id: str,
+        status: ProcedureStatus,
+        tenant_id: str | None,
+        by: str,
+        only_if_pending: bool,
     ) -> StoredProcedure:
         with self._write() as connection:
             stored = self._owned(connection, procedure_id, tenant_id)
-            if stored.status == status:
+            if stored.status == status or (only_if_pending and stored.status != "pending"):
                 return stored  # a second click, a retried request: nothing changes
+            # Conditional on the status read: of two concurrent decisions (PostgreSQL reads
+            # committed), the second matches nothing and returns the first one's outcome.
             connection.execute(
                 procedures.update()
-                .where(procedures.c.id == procedure_id)
+                .where(procedures.c.id == procedure_id, procedures.c.status == stored.status)
                 .values(
                     status=status,
                     body=with_status(stored.procedure, status).model_dump(mode="json"),

@@ -321,6 +321,9 @@ procedures = sa.Table(
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("decided_at", UtcDateTime()),
     sa.Column("decided_by", sa.String(200)),
+    # The Slack review message of a pending version: channel, attempts and Slack's receipt
+    # (worker/sinks/procedure_review.py), so a retried post is looked up, never duplicated.
+    sa.Column("review", _json()),
     sa.UniqueConstraint("tenant_id", "agent_id", "name", "version"),
     sa.UniqueConstraint("tenant_id", "agent_id", "name", "content_hash"),
     sa.CheckConstraint(_one_of("status", PROCEDURE_STATUSES), name="status"),

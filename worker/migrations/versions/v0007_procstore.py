@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("created_at", _UTC, nullable=False),
         sa.Column("decided_at", _UTC, nullable=True),
         sa.Column("decided_by", sa.String(200), nullable=True),
+        sa.Column("review", _json(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_procedures"),
         sa.UniqueConstraint(
             "tenant_id",
