@@ -1,10 +1,11 @@
-"""`posthoc procedures list|show|approve|reject|delete|match|import|export`: the procedure store
-(in the ledger) from the command line.
+"""`posthoc procedures list|show|approve|reject|delete|match|import|export|review`: the procedure
+store (in the ledger) from the command line.
 
 `import PATH...` is idempotent: an unchanged procedure is the version already stored, a changed
 one a new version (admin-written ones approved at once, learned ones pending). `match` answers
 seed 003's FindMatch: the procedure an agent has for a task, and why (the pattern, or the
-description words). `export` writes YAML that `import` reads back unchanged.
+description words). `export` writes YAML that `import` reads back unchanged. `review` posts the
+Slack review message of pending versions (`worker.sinks.procedure_review`).
 """
 
 from __future__ import annotations
@@ -285,3 +286,34 @@ def export_command(
         yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True, explicit_start=True),
         nl=False,
     )
+
+
+@procedures_app.command("review")
+def review_command(
+    tenant: TenantOption = None,
+    channel: Annotated[
+        str | None, typer.Option(help="Slack channel (default POSTHOC_PROCEDURE_REVIEW_CHANNEL).")
+    ] = None,
+) -> None:
+    """Post the Slack review message (Approve / Reject buttons) of every pending procedure
+    version that has none yet; one already posted is not posted again."""
+    from worker.sinks.procedure_review import ProcedureReviewer  # noqa: PLC0415 - Slack SDK
+    from worker.sinks.slack import web_client  # noqa: PLC0415
+
+    settings = load_settings(quiet=True)
+    target = channel or settings.procedure_review_channel
+    if settings.slack_bot_token is None or not target:
+        typer.echo(
+            "error: set POSTHOC_SLACK_BOT_TOKEN and POSTHOC_PROCEDURE_REVIEW_CHANNEL "
+            "(or --channel)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    client = web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+    with opened_store() as store:
+        outcomes = ProcedureReviewer(store, client, target).request_pending(tenant)
+    for outcome in outcomes:
+        reason = f" ({outcome.reason})" if outcome.reason else ""
+        typer.echo(f"{outcome.procedure_id}: {outcome.status}{reason}")
+    if any(o.status in ("retry_later", "undeliverable") for o in outcomes):
+        raise typer.Exit(EXIT_FAILED)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -364,3 +366,38 @@ def _utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def test_the_review_command_posts_each_pending_version_once(
+    tmp_path: Path, slack: tuple[FakeSlack, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    fake, base_url = slack
+    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    monkeypatch.setenv("POSTHOC_DATABASE_URL", url)
+    monkeypatch.setenv("POSTHOC_SLACK_BOT_TOKEN", "xoxb-review")
+    monkeypatch.setenv("POSTHOC_SLACK_API_URL", base_url)
+    monkeypatch.setenv("POSTHOC_LOG_FORMAT", "json")
+    with Ledger.from_url(url) as ledger:
+        ledger.migrate()
+        procedure_id = stored_pending(ledger)
+    runner = CliRunner()
+    handlers = list(logging.getLogger().handlers)
+    try:
+        first = runner.invoke(app, ["procedures", "review", "--channel", CHANNEL])
+        assert first.exit_code == 0, first.output
+        assert f"{procedure_id}: posted" in first.stdout
+        second = runner.invoke(app, ["procedures", "review", "--channel", CHANNEL])
+        assert f"{procedure_id}: already_posted" in second.stdout
+        assert len(fake.messages(CHANNEL)) == 1
+        monkeypatch.delenv("POSTHOC_SLACK_BOT_TOKEN")
+        assert runner.invoke(app, ["procedures", "review"]).exit_code == 2
+    finally:
+        # The command configures logging for the process: undo that for other tests.
+        structlog.reset_defaults()
+        for handler in logging.getLogger().handlers:
+            if handler not in handlers:
+                logging.getLogger().removeHandler(handler)
