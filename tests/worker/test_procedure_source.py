@@ -80,3 +80,52 @@ def test_a_rejection_in_the_store_keeps_the_files_procedure_out(
 def test_an_unsynced_ledger_still_uses_the_files(ledger: Ledger, catalog: Catalog) -> None:
     [used] = snapshot_procedures(ledger, catalog, "v-4")
     assert used.name == "vendor_onboarding"
+
+
+AGENTS_OWN = """\
+kind: procedure
+name: agent_vendor_onboarding
+tenant_id: globex
+trigger: {description: Onboard a vendor., patterns: ["onboard * vendor"]}
+parameters: [{name: vendor_name}]
+steps:
+  - tool: vendor_lookup
+    arguments: {name: "{{vendor_name}}"}
+  - tool: vendor_create
+    arguments: {name: "{{vendor_name}}"}
+"""
+
+FOLLOWER = """\
+kind: analyzer
+name: follower
+trigger: {}
+description: Checks the vendor.
+instructions: Check the vendor.
+procedures: [agent_vendor_onboarding]
+outputs:
+  - {name: note, description: A note., schema: {type: string}}
+"""
+
+
+def test_tool_allowed_applies_only_where_an_analyzer_follows_the_procedure(
+    tmp_path: Path,
+) -> None:
+    """A stored procedure describes the agent's own tools (`vendor_create` is the agent's, not
+    any analyzer's): loading and importing it is fine; only an analyzer that follows it must be
+    able to call its tools."""
+    from analyzers.errors import ConfigError
+    from worker.procedure_files import load_procedure_files
+
+    procedures = tmp_path / "procedures"
+    procedures.mkdir()
+    (procedures / "own.yaml").write_text(AGENTS_OWN)
+    catalog = Catalog.load([], [procedures], builtins=False)
+    assert [p.name for p in catalog.procedures] == ["agent_vendor_onboarding"]
+    loaded = load_procedure_files([procedures])
+    assert loaded.problems == []
+    assert len(loaded.procedures) == 1
+    analyzers = tmp_path / "analyzers"
+    analyzers.mkdir()
+    (analyzers / "follower.yaml").write_text(FOLLOWER)
+    with pytest.raises(ConfigError, match=r"tool-allowed"):
+        Catalog.load([analyzers], [procedures], builtins=False)
