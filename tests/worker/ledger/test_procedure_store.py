@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
 
 from analyzers.definitions.loading import load_paths
 from analyzers.procedures.store import (
@@ -18,7 +16,6 @@ from analyzers.procedures.store import (
     ProcedureNotFound,
 )
 from schemas.procedure import Procedure
-from tests.worker.ledger.conftest import LEDGER_TABLES
 from worker.ledger import Ledger, ManualClock
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "procedures"
@@ -37,13 +34,11 @@ def store(
         url = f"sqlite:///{tmp_path / 'posthoc.sqlite3'}"
     else:
         url = request.getfixturevalue("postgres_url")
-        engine = sa.create_engine(url, poolclass=NullPool)
-        with engine.begin() as connection:
-            for table in LEDGER_TABLES:
-                connection.exec_driver_sql(f'DROP TABLE IF EXISTS "{table}" CASCADE')
-        engine.dispose()
     ledger = Ledger.from_url(url, now=clock)
-    ledger.migrate()
+    ledger.migrate()  # a no-op once the session's database is at the head
+    if request.param == "postgresql":
+        with ledger.engine.begin() as connection:
+            connection.exec_driver_sql("TRUNCATE procedure_support, procedures")
     try:
         yield ledger.procedures
     finally:
@@ -273,3 +268,19 @@ def test_the_every_tenant_procedure_is_visible_to_all_but_decided_by_none(
     store.approve(common.id)
     for tenant in ("acme", "globex"):
         assert store.recall("refunds", tenant_id=tenant, agent_id=None) is not None
+
+
+def test_concurrent_stores_of_the_same_content_make_one_version(
+    store: ProceduralMemoryStore,
+) -> None:
+    """Several processes importing the same new file at once (a fleet starting up): one version,
+    every caller gets it, and exactly one of them created it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    candidate = procedure(created_by="learned")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(lambda n: store.store(candidate, support=[f"c-{n}"]), range(8)))
+    assert {o.stored.id for o in outcomes} == {outcomes[0].stored.id}
+    assert sum(o.created for o in outcomes) == 1
+    [stored] = store.list(name="refunds")
+    assert sorted(stored.support) == sorted(f"c-{n}" for n in range(8))
