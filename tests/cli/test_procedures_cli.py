@@ -70,6 +70,10 @@ def test_import_is_idempotent_and_a_change_is_a_new_version(
     assert "imported: vendor_onboarding v2 approved" in changed.stdout
     versions = listed("--name", "vendor_onboarding")
     assert [v["version"] for v in versions] == [2, 1]
+    shown = posthoc("procedures", "show", "vendor_onboarding", "--json")
+    assert json.loads(shown.stdout)["version"] == 2
+    older = posthoc("procedures", "show", "vendor_onboarding", "--version", "1", "--json")
+    assert json.loads(older.stdout)["version"] == 1
 
 
 def test_match_finds_the_seed_vendor_onboarding_by_its_pattern(workdir: Path) -> None:

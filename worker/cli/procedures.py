@@ -141,7 +141,7 @@ def show_command(
             versions = store.list(tenant_id=tenant, agent_id=agent, name=ref)
             if version is not None:
                 versions = [s for s in versions if s.version == version]
-            stored = versions[0] if versions else None
+            stored = max(versions, key=lambda s: s.version) if versions else None
     if stored is None:
         typer.echo(f"no stored procedure {ref!r}", err=True)
         raise typer.Exit(EXIT_FAILED)
