@@ -302,7 +302,7 @@ webhook_deliveries = sa.Table(
 
 PROCEDURE_STATUSES = ("approved", "pending", "rejected")
 
-# The procedure store (revision 0007_procstore): one row per stored version of a procedure,
+# The procedure store (revision 0008_procstore): one row per stored version of a procedure,
 # keyed by (tenant, owner agent, name). '' in `tenant_id` means every tenant and in `agent_id`
 # tenant-wide, so the unique constraints hold on both backends (NULLs never collide).
 procedures = sa.Table(
