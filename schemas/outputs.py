@@ -117,7 +117,7 @@ class StepVerdict(_Output):
     """One step of the agent's procedure and what the agent did with it."""
 
     step: str = Field(
-        pattern=r"^[1-9][0-9]*(\.[1-9][0-9]*)?$",
+        max_length=16,
         description="The step's position in the procedure: '3', or '3.1' for the first step "
         "nested in step 3.",
     )
@@ -160,7 +160,7 @@ class Adherence(_Output):
 class InstructionText(_Output):
     """The instruction text of one step of a captured procedure."""
 
-    step: str = Field(pattern=r"^[1-9][0-9]*(\.[1-9][0-9]*)?$", description="'2' or '3.1'.")
+    step: str = Field(max_length=16, description="The step number as shown: '2' or '3.1'.")
     instruction: Text = Field(description="What the agent does in this step, imperatively.")
 
 
@@ -168,8 +168,7 @@ class ProcedureCandidate(_Output):
     """The words of a procedure learned from this conversation; its steps, tools and argument
     templates come from the event log and are filled by the runtime."""
 
-    name: str = Field(
-        pattern=r"^[a-z][a-z0-9_]*$",
+    name: Text = Field(
         max_length=64,
         description="lower_snake_case name of the task, such as vendor_onboarding.",
     )
