@@ -89,7 +89,9 @@ class CapturePlan:
                 unknown=True, unknown_reason="the model wrote no name and trigger for it"
             )
         try:
-            words = ProcedureCandidate.model_validate(recorded[-1].value)
+            # Settling is idempotent: a settled value carries `procedure`, which is ours.
+            said = {k: v for k, v in recorded[-1].value.items() if k != "procedure"}
+            words = ProcedureCandidate.model_validate(said)
             procedure = candidate_procedure(
                 self.captured,
                 self.conversation,
