@@ -29,9 +29,11 @@ from analyzers.model.protocol import ModelClient
 from analyzers.runtime.session import RunOptions
 from analyzers.tools.base import HttpTransport
 from schemas.analyzer import AnalyzerSpec
+from schemas.conversation import Conversation
 from schemas.procedure import Procedure
 from schemas.result import AnalysisResult
 from worker.catalog import Catalog
+from worker.engine.learning import learn_from_result
 from worker.ledger import ClaimedRun, Ledger, SnapshotNotFound
 from worker.ledger.effects import LedgerEffectStore
 from worker.settings import Settings
@@ -90,6 +92,7 @@ class Engine:
         http: HttpTransport | None = None,
         secrets: Mapping[str, str] | None = None,
         jitter: Callable[[], float] = random.random,
+        request_reviews: Callable[[str], object] | None = None,
     ) -> None:
         self.ledger = ledger
         self.catalog = catalog
@@ -98,6 +101,8 @@ class Engine:
         self.http = http
         self.secrets = dict(secrets or {})
         self.jitter = jitter
+        # Posts the Slack review of a tenant's pending learned procedures (None: no Slack).
+        self.request_reviews = request_reviews
 
     async def process(self, run_id: str) -> ProcessOutcome:
         """Claim `run_id` and run it; a run that is finished or leased elsewhere is a no-op."""
@@ -166,7 +171,19 @@ class Engine:
         if result.provenance is not None and claimed.spec_hash is not None:
             provenance = result.provenance.model_copy(update={"spec_hash": claimed.spec_hash})
             result = result.model_copy(update={"provenance": provenance})
+        # Before completing: a retry after a crash here learns again, which changes nothing.
+        await self._learn(spec, result, conversation)
         return await self._complete(claimed, worker_id, result, started)
+
+    async def _learn(
+        self, spec: AnalyzerSpec, result: AnalysisResult, conversation: Conversation
+    ) -> None:
+        """Store what a `procedure_capture` run proposes and ask for its review."""
+        learned = await asyncio.to_thread(
+            learn_from_result, self.ledger.procedures, spec, result, conversation
+        )
+        if self.request_reviews is not None and any(o.needs_review for o in learned):
+            await asyncio.to_thread(self.request_reviews, conversation.tenant_id)
 
     async def _program(
         self, claimed: ClaimedRun

@@ -20,6 +20,7 @@ import structlog
 
 from analyzers.model.protocol import ModelClient
 from worker.catalog import Catalog
+from worker.engine.learning import review_requester
 from worker.engine.ratelimit import LocalLimiter, RateLimitedModel, RedisLimiter
 from worker.engine.runner import Engine, EngineConfig, ProcessOutcome
 from worker.http_transport import HttpxTransport
@@ -122,6 +123,7 @@ class WorkerService:
             config=EngineConfig.from_settings(settings, worker_identity()),
             http=self.http,
             secrets=tool_secrets(),
+            request_reviews=review_requester(settings, self.ledger),
         )
         self._sweeper: Future[None] | None = None
         # Deliveries: routes come from this catalog (see deliveries.routes_for_run).
