@@ -4,12 +4,18 @@ what the model says about them is discarded."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import analyzers
+from analyzers.fakes import FakeMessagesAPI, serve_fake_messages_api
+from analyzers.fakes.simulated import simulated_analyst
+from analyzers.model.anthropic import build_anthropic_model
+from analyzers.procedures.adherence import check_adherence
 from analyzers.runtime.adherence_support import agents_procedure
 from analyzers.testing import ScriptedModel, reply, text, tool_call
-from schemas import Conversation, Procedure
-from tests.analyzers.helpers import builtin_analyzer, run
+from schemas import AnalysisResult, Conversation, Procedure
+from tests.analyzers.helpers import builtin_analyzer, example_conversation, run
 from tests.procedures.agent_procedures import TECHCORP, refund_with_identity, vendor_onboarding
 
 SPEC = builtin_analyzer("procedure_adherence")
@@ -193,3 +199,50 @@ def test_only_tool_steps_means_no_model_call() -> None:
     assert model.requests == []
     assert steps_of(result) == {"1": "skipped", "2": "done"}
     assert result.outputs["adherence"][0].value["verdict"] == "deviated"
+
+
+def seed_conversation(*, found: bool) -> Conversation:
+    """The example vendor-onboarding conversation (seeds 003/004), its lookup result set."""
+    data = example_conversation("vendor_onboarding").model_dump(mode="json")
+    for event in data["events"]:
+        if event["name"] == "vendor_lookup":
+            event["result"] = {"vendorId": "V-0042", "status": "Active"} if found else None
+    return Conversation.model_validate(data)
+
+
+def test_the_seed_conversation_followed_and_the_violating_run() -> None:
+    followed = check_adherence(vendor_onboarding(), seed_conversation(found=False).events)
+    assert followed.verdict == "followed"
+    violated = check_adherence(vendor_onboarding(), seed_conversation(found=True).events)
+    assert violated.verdict == "deviated"
+    created = next(o for o in violated.steps if o.step == "3.1")
+    assert created.status == "skipped_condition_false"
+    assert created.event_index == 3  # the vendor_create event of the seed's log
+    assert next(o for o in violated.steps if o.step == "3").status == "skipped"
+
+
+def test_through_the_fake_messages_api_the_simulated_analyst_cannot_override_the_log() -> None:
+    """Whatever the simulated analyst records (values generated from the schema), the tool
+    steps and the condition are the event log's."""
+    conversation = seed_conversation(found=True)
+    api = FakeMessagesAPI(responder=simulated_analyst)
+    with serve_fake_messages_api(api) as base_url:
+
+        async def go() -> AnalysisResult:
+            model = build_anthropic_model("simulated", base_url, timeout=30)
+            try:
+                return await analyzers.run(
+                    SPEC, conversation, model=model, procedures=[vendor_onboarding()]
+                )
+            finally:
+                await model.aclose()
+
+        result = asyncio.run(go())
+    assert result.status == "succeeded", result.error
+    value = result.outputs["adherence"][0].value
+    statuses = {s["step"]: s["status"] for s in value["steps"]}
+    assert statuses["2"] == "done"
+    assert statuses["3"] == "skipped"
+    assert statuses["3.1"] == "skipped_condition_false"
+    assert value["verdict"] == "deviated"
+    assert value["procedure"] == "vendor_onboarding"
