@@ -5,6 +5,7 @@ between storing the candidate and completing the run, and the review asked for o
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,12 @@ from analyzers.testing import Script, ScriptedModel, reply, text, tool_call
 from schemas import Conversation
 from tests.procedures.test_capture import onboarding
 from worker.catalog import Catalog
+from worker.engine.learning import review_requester
 from worker.engine.runner import Engine, EngineConfig
 from worker.ledger import Ledger, ManualClock, RunPlan
+from worker.settings import Settings
+from worker.sinks.fake_slack import FakeSlack, serve_fake_slack
+from worker.sinks.procedure_review import ACTION_APPROVE, ACTION_REJECT
 
 LEASE_SECONDS = 30.0
 WORDS: dict[str, Any] = {
@@ -120,3 +125,40 @@ def test_a_worker_killed_between_storing_and_completing_counts_the_conversation_
     assert again.id == stored.id
     assert again.support == ("conv-0",)
     assert again.status == "pending"
+
+
+def test_the_candidate_review_reaches_slack_once_with_its_buttons(
+    ledger: Ledger, catalog: Catalog
+) -> None:
+    fake = FakeSlack(token="xoxb-review")
+    with serve_fake_slack(fake) as base_url:
+        settings = Settings(
+            slack_bot_token="xoxb-review",
+            slack_api_url=base_url,
+            procedure_review_channel="#procedure-review",
+        )
+        request = review_requester(settings, ledger)
+        assert request is not None
+        model = ScriptedModel([*words(), *words()])
+        worker = Engine(
+            ledger=ledger,
+            catalog=catalog,
+            model=model,
+            config=EngineConfig(worker_id="host:1", default_model="claude-sonnet-5-5"),
+            request_reviews=request,
+        )
+        for number in range(2):
+            run_id = queue_capture(ledger, onboarding(number))
+            assert asyncio.run(worker.process(run_id)).status == "succeeded"
+    [message] = fake.messages("#procedure-review")
+    text = json.dumps(message.blocks)
+    assert "Procedure to review: vendor_onboarding v1" in text
+    assert ACTION_APPROVE in text
+    assert ACTION_REJECT in text
+
+
+def test_no_review_requester_without_slack_settings(ledger: Ledger) -> None:
+    unset = Settings(slack_bot_token=None, procedure_review_channel=None)
+    assert review_requester(unset, ledger) is None
+    no_channel = Settings(slack_bot_token="xoxb-review", procedure_review_channel=None)
+    assert review_requester(no_channel, ledger) is None
