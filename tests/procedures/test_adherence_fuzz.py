@@ -80,9 +80,9 @@ def procedures(draw: st.DrawFn) -> Procedure:
             continue
         tool = draw(st.sampled_from(TOOLS))
         name = f"{tool}_{len(results)}"
-        step = {"tool": tool, "id": name, "arguments": draw(templates(results))}
-        step["optional"] = draw(st.booleans())
-        steps.append(step)
+        arguments = draw(templates(results))
+        optional = draw(st.booleans())
+        steps.append({"tool": tool, "id": name, "arguments": arguments, "optional": optional})
         results.append(name)
     return Procedure.model_validate(
         {
