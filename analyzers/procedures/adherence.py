@@ -464,21 +464,10 @@ def _match_embedded(
 ) -> bool:
     if not isinstance(actual, str):
         return False
-    parts: list[str] = []
-    paths: list[str] = []
-    last = 0
-    for found in PLACEHOLDER.finditer(template):
-        parts.append(re.escape(template[last : found.start()]))
-        parts.append("(.*?)")
-        paths.append(found.group(1))
-        last = found.end()
-    parts.append(re.escape(template[last:]))
-    # Lazy groups between literal text: linear enough for argument-sized strings, and the
-    # templates are authored, never taken from the conversation.
-    spans = re.fullmatch("".join(parts), actual, flags=re.DOTALL)
+    spans = split_embedded(template, actual)
     if spans is None:
         return False
-    for path, text in zip(paths, spans.groups(), strict=True):
+    for path, text in spans:
         root = root_name(path)
         if root in results:
             resolved, value = _resolve(path, results)
@@ -490,6 +479,42 @@ def _match_embedded(
         elif path == root:
             bound[root] = text
     return True
+
+
+def split_embedded(template: str, actual: str) -> list[tuple[str, str]] | None:
+    """The text each placeholder of `template` spans in `actual`, or None when the literal text
+    around them does not match.
+
+    A placeholder spans up to the first occurrence of the literal text after it (the last one,
+    up to the literal ending), so `x-{{a}}-{{b}}` splits `x-1-2-3` as a=`1`, b=`2-3`. One pass
+    with `str.find`: linear in the argument, whatever the template (a regular expression with
+    a lazy group per placeholder would backtrack polynomially on a long argument).
+    """
+    literals: list[str] = []
+    paths: list[str] = []
+    last = 0
+    for found in PLACEHOLDER.finditer(template):
+        literals.append(template[last : found.start()])
+        paths.append(found.group(1))
+        last = found.end()
+    literals.append(template[last:])
+    if not actual.startswith(literals[0]):
+        return None
+    rest = actual[len(literals[0]) :]
+    spans: list[tuple[str, str]] = []
+    for position, path in enumerate(paths):
+        after = literals[position + 1]
+        if position == len(paths) - 1:
+            if len(rest) < len(after) or not rest.endswith(after):
+                return None
+            spans.append((path, rest[: len(rest) - len(after)]))
+            return spans
+        index = rest.find(after)
+        if index < 0:
+            return None
+        spans.append((path, rest[:index]))
+        rest = rest[index + len(after) :]
+    return spans
 
 
 def _resolve(path: str, results: Mapping[str, ToolCall]) -> tuple[bool, Any]:

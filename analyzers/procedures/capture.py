@@ -23,6 +23,7 @@ instruction texts) are the model's (`analyzers.runtime.capture_support` joins th
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -48,6 +49,11 @@ GENERIC_KEYS = frozenset({"name", "id", "value", "query", "type", "email", "numb
 
 CUSTOMER_TEXT_LIMIT = 50_000
 """Characters of what the customer said that are searched for argument values."""
+
+RESULT_NODES_SEEN = 2_000
+RESULT_DEPTH = 6
+RESULT_ITEMS_SEEN = 20
+"""How much of an earlier result is searched for a later argument's value."""
 
 _NAME = re.compile(r"[^a-z0-9_]+")
 
@@ -374,17 +380,22 @@ def _result_reference(value: Any, earlier: Sequence[tuple[str, Any]]) -> str | N
 
 
 def _path_to(value: Any, within: Any, prefix: str) -> str | None:
-    stack: list[tuple[str, Any, int]] = [(prefix, within, 0)]
-    while stack:
-        path, item, depth = stack.pop(0)
-        if depth > 6:
+    """The shallowest path to `value` in a result (breadth first; at most `RESULT_NODES_SEEN`
+    nodes, `RESULT_DEPTH` deep, the first `RESULT_ITEMS_SEEN` items of each list)."""
+    queue: deque[tuple[str, Any, int]] = deque([(prefix, within, 0)])
+    seen = 0
+    while queue and seen < RESULT_NODES_SEEN:
+        path, item, depth = queue.popleft()
+        seen += 1
+        if depth > RESULT_DEPTH:
             continue
         if isinstance(item, dict):
             for key, child in item.items():
                 if isinstance(key, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                    stack.append((f"{path}.{key}", child, depth + 1))
+                    queue.append((f"{path}.{key}", child, depth + 1))
         elif isinstance(item, list):
-            stack.extend((f"{path}[{i}]", child, depth + 1) for i, child in enumerate(item[:20]))
+            items = item[:RESULT_ITEMS_SEEN]
+            queue.extend((f"{path}[{i}]", child, depth + 1) for i, child in enumerate(items))
         elif path != prefix and _is_leaf(item) and same_value(item, value):
             return path
     return None

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from analyzers.procedures.adherence import check_adherence, match_arguments, same_value
+from analyzers.procedures.adherence import (
+    check_adherence,
+    match_arguments,
+    same_value,
+    split_embedded,
+)
 from schemas.outputs import StepVerdict
 from tests.procedures.agent_procedures import (
     TECHCORP,
@@ -253,3 +258,20 @@ def test_templates_match_exactly() -> None:
     assert same_value(1, 1.0)
     assert not same_value(True, 1)
     assert not same_value("1", 1)
+
+
+def test_embedded_placeholders_split_at_the_first_literal_in_one_pass() -> None:
+    assert split_embedded("x-{{a}}-{{b}}", "x-1-2-3") == [("a", "1"), ("b", "2-3")]
+    assert split_embedded("{{a}}{{b}}", "12") == [("a", ""), ("b", "12")]
+    assert split_embedded("id-{{a}}.", "id-7") is None
+    assert split_embedded("{{a}}:{{b}}:{{c}}:{{d}}!", "a:" * 200_000) is None  # no backtracking
+
+
+def test_a_hostile_argument_against_a_many_placeholder_template_is_quick() -> None:
+    procedure = refund_with_identity(
+        parameters=[{"name": name} for name in "abcde"],
+        steps=[{"tool": "note", "arguments": {"text": "{{a}} {{b}} {{c}} {{d}} {{e}} end"}}],
+    )
+    events = [call("note", {"text": "w " * 100_000})]
+    report = check_adherence(procedure, events)
+    assert statuses(report) == {"1": "wrong_parameters"}
