@@ -56,6 +56,8 @@ RESULT_ITEMS_SEEN = 20
 """How much of an earlier result is searched for a later argument's value."""
 
 _NAME = re.compile(r"[^a-z0-9_]+")
+_CAPTURABLE_TOOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,55}")
+"""A tool name a step can carry, with room for an `_N` suffix when it is called again."""
 
 
 @dataclass(frozen=True)
@@ -123,11 +125,16 @@ def capture_steps(conversation: Conversation) -> Captured | None:
     if len(calls) < MIN_TOOL_CALLS:
         return None
     said = _customer_text(conversation)
-    counts: dict[str, int] = {}
+    # Each step's result name is unique: a tool called again gets `tool_2`, `tool_3`, ...
+    used: set[str] = set()
     ids: list[str | None] = []
     for call in calls:
-        counts[call.tool] = counts.get(call.tool, 0) + 1
-        ids.append(None if counts[call.tool] == 1 else f"{call.tool}_{counts[call.tool]}"[:64])
+        name, number = call.tool, 1
+        while name in used:
+            number += 1
+            name = f"{call.tool}_{number}"
+        used.add(name)
+        ids.append(None if name == call.tool else name)
     templates = _Templates(_recurring_values(calls), said)
     steps: list[CapturedStep] = []
     for call, step_id in zip(calls, ids, strict=True):
@@ -315,7 +322,7 @@ _PLACEHOLDER_BRACES = re.compile(r"\{\{|\}\}")
 def _distinct_calls(conversation: Conversation) -> list[ToolCall]:
     calls: list[ToolCall] = []
     for call in tool_calls(conversation.events):
-        if call.succeeded is False or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", call.tool):
+        if call.succeeded is False or not _CAPTURABLE_TOOL.fullmatch(call.tool):
             continue
         if (
             calls

@@ -132,12 +132,14 @@ def capture_plan(
     captured = capture_steps(conversation)
     if captured is None:
         return CapturePlan(output, None, "fewer than two successful tool calls", conversation)
-    provisional = candidate_procedure(
-        captured,
-        conversation,
-        name=PROVISIONAL_NAME,
-        trigger_description="(not yet written)",
-    )
+    try:
+        provisional = candidate_procedure(
+            captured, conversation, name=PROVISIONAL_NAME, trigger_description="(not yet written)"
+        )
+    except ValidationError as exc:
+        # The capture rules should make this impossible; a conversation must not crash the run.
+        reason = f"the captured steps are not a sound procedure: {_first_error(exc)}"
+        return CapturePlan(output, None, reason, conversation)
     active = active_procedures(procedures, conversation.tenant_id, conversation.agent_id)
     covering = find_duplicate(provisional, active, customer_text(conversation))
     if covering is not None and covering.kind == "support":

@@ -161,7 +161,7 @@ def test_any_procedure_against_any_event_log_is_consistent(
 
 CALLS = st.lists(
     st.tuples(
-        st.sampled_from(TOOLS),
+        st.sampled_from([*TOOLS, "lookup_2", "t" * 70]),
         st.dictionaries(st.sampled_from(PARAMS), JSONISH, max_size=3),
         JSONISH | st.fixed_dictionaries({"name": LEAF, "id": st.sampled_from(["V-1", "V-22"])}),
     ),
