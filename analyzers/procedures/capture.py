@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from analyzers.definitions.patterns import PatternError, compile_pattern
-from analyzers.procedures.adherence import ToolCall, same_value, tool_calls
+from analyzers.procedures.tool_calls import ToolCall, same_value, tool_calls
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure, ToolStep
 

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from analyzers.procedures.adherence import (
-    check_adherence,
-    match_arguments,
-    same_value,
-    split_embedded,
-)
+from analyzers.procedures.adherence import check_adherence
+from analyzers.procedures.tool_calls import match_arguments, same_value, split_embedded
 from schemas.outputs import StepVerdict
 from tests.procedures.agent_procedures import (
     TECHCORP,
