@@ -121,6 +121,23 @@ class Settings(BaseSettings):
         description="A consumer that stalls with free slots (its prefetch window stuck full, or "
         "no task started for this long while work waits for it) reconnects.",
     )
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "PROMETHEUS_MULTIPROC_DIR", "POSTHOC_PROMETHEUS_MULTIPROC_DIR"
+        ),
+        description="prometheus_client's multiprocess directory (its own variable, which it "
+        "reads at import): set for a worker of several processes, one empty directory each.",
+    )
+    tracing: Literal["off", "otlp", "console"] = Field(
+        default="off",
+        description="OpenTelemetry spans per run, model turn and tool call (needs the `otel` "
+        "extra); `otlp` exports to OTEL_EXPORTER_OTLP_ENDPOINT, `console` prints them.",
+    )
+    rabbitmq_queue_type: Literal["classic", "quorum"] = Field(
+        default="classic",
+        description="RabbitMQ: the type the run queues are declared with (quorum in a fleet).",
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     anthropic_api_key: SecretStr | None = Field(

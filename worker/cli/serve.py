@@ -59,6 +59,7 @@ def build_intake(settings: Settings) -> Intake:
             else None
         ),
         reviewer=procedure_reviewer(settings, ledger),
+        metrics_dir=settings.prometheus_multiproc_dir,
     )
 
 

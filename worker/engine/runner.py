@@ -31,9 +31,11 @@ from analyzers.tools.base import HttpTransport
 from schemas.analyzer import AnalyzerSpec
 from schemas.procedure import Procedure
 from schemas.result import AnalysisResult
+from schemas.usage import Usage
 from worker.catalog import Catalog
 from worker.ledger import ClaimedRun, Ledger, SnapshotNotFound
 from worker.ledger.effects import LedgerEffectStore
+from worker.observability import metrics
 from worker.settings import Settings
 
 log = structlog.get_logger("posthoc.worker")
@@ -108,10 +110,14 @@ class Engine:
         if claimed is None:
             log.info("run.noop", run_id=run_id, reason="finished, leased elsewhere or not due")
             return ProcessOutcome("noop")
-        with structlog.contextvars.bound_contextvars(
-            run_id=run_id, analyzer=claimed.analyzer, attempt=claimed.attempt
-        ):
-            return await self._process_claimed(claimed, worker_id)
+        metrics.run_started()
+        try:
+            with structlog.contextvars.bound_contextvars(
+                run_id=run_id, analyzer=claimed.analyzer, attempt=claimed.attempt
+            ):
+                return await self._process_claimed(claimed, worker_id)
+        finally:
+            metrics.run_ended()
 
     async def _process_claimed(self, claimed: ClaimedRun, worker_id: str) -> ProcessOutcome:
         started = time.monotonic()
@@ -146,6 +152,7 @@ class Engine:
         except asyncio.CancelledError:
             if heartbeat.done() and isinstance(heartbeat.exception(), LeaseLost):
                 log.warning("run.lease_lost", duration_s=round(time.monotonic() - started, 3))
+                _count(claimed, "lease_lost", started)
                 return ProcessOutcome("lease_lost")
             raise
         except TransientModelError as exc:
@@ -210,6 +217,8 @@ class Engine:
         written = await asyncio.to_thread(
             self.ledger.complete, claimed.run_id, worker_id, result, attempt=claimed.attempt
         )
+        status = result.status if written else "lease_lost"
+        _count(claimed, status, started, result.usage, result.cost.total_usd)
         if not written:
             log.warning("run.lease_lost", stage="complete")
             return ProcessOutcome("lease_lost")
@@ -245,6 +254,8 @@ class Engine:
             usage=exc.usage,
             cost_usd=exc.cost.total_usd,
         )
+        status = {"queued": "retry", "lease_lost": "lease_lost"}.get(outcome, "failed")
+        _count(claimed, status, started, exc.usage, exc.cost.total_usd)
         log.info(
             "run.finished",
             status=outcome,
@@ -270,6 +281,7 @@ class Engine:
             message=message,
             attempt=claimed.attempt,
         )
+        _count(claimed, "failed" if written else "lease_lost", started)
         log.info(
             "run.finished",
             status="failed",
@@ -286,3 +298,22 @@ class Engine:
         )
         delay = ceiling * (0.5 + 0.5 * float(self.jitter()))
         return float(max(delay, retry_after or 0.0))
+
+
+def _count(
+    claimed: ClaimedRun,
+    status: str,
+    started: float,
+    usage: Usage | None = None,
+    cost_usd: float = 0.0,
+) -> None:
+    """The attempt's metrics: outcome, duration, tokens and spend (what a failed attempt spent
+    too: it is billed all the same)."""
+    metrics.run_attempt(
+        claimed.analyzer,
+        claimed.analyzer_version,
+        status,
+        time.monotonic() - started,
+        usage or Usage(),
+        cost_usd,
+    )

@@ -20,12 +20,14 @@ import structlog
 
 from analyzers.model.protocol import ModelClient
 from worker.catalog import Catalog
+from worker.engine.metered_model import MeteredModel
 from worker.engine.ratelimit import LocalLimiter, RateLimitedModel, RedisLimiter
 from worker.engine.runner import Engine, EngineConfig, ProcessOutcome
 from worker.http_transport import HttpxTransport
 from worker.ledger import Ledger
 from worker.ledger.deliveries import DeliveryLedger, use_routes
 from worker.ledger.deliveries import due as due_deliveries
+from worker.observability import metrics
 from worker.settings import Settings, tool_secrets
 from worker.sinks.delivery import (
     Deliverer,
@@ -73,13 +75,16 @@ def worker_identity() -> str:
 
 
 def build_model(settings: Settings) -> ModelClient:
-    """The Anthropic adapter, behind the fleet-wide rate limit when one is configured."""
+    """The Anthropic adapter, behind the fleet-wide rate limit when one is configured, timed
+    for the model latency histogram."""
     from analyzers.model.anthropic import build_anthropic_model  # noqa: PLC0415 - heavy SDK import
 
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
-    model: ModelClient = build_anthropic_model(api_key=key, base_url=settings.anthropic_base_url)
+    model: ModelClient = build_anthropic_model(
+        api_key=key, base_url=settings.anthropic_base_url, on_retry=metrics.model_retry
+    )
     if settings.requests_per_minute is None and settings.tokens_per_minute is None:
-        return model
+        return MeteredModel(model)
     redis_url = settings.rate_limit_redis_url
     if redis_url is not None:
         import redis.asyncio as redis_asyncio  # noqa: PLC0415 - only fleets with Redis need it
@@ -90,7 +95,7 @@ def build_model(settings: Settings) -> ModelClient:
         )
     else:
         limiter = LocalLimiter(settings.requests_per_minute, settings.tokens_per_minute)
-    return RateLimitedModel(model, limiter)
+    return MeteredModel(RateLimitedModel(model, limiter))
 
 
 class WorkerService:
@@ -165,6 +170,10 @@ class WorkerService:
             waiting_messages=waiting,
             resend_queued=self.queue_depth is None or waiting is not None,
         )
+        if waiting is not None:
+            metrics.QUEUE_DEPTH.set(waiting)
+        metrics.OLDEST_WAITING.set(self.ledger.oldest_waiting_seconds())
+        metrics.LEASES_RECLAIMED.inc(report.reclaimed)
         if report.to_enqueue and self.enqueue is not None:
             self.enqueue(report.to_enqueue)
         if report.to_enqueue or report.exhausted:

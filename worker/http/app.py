@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -38,6 +39,7 @@ from worker.intake import record
 from worker.ledger import Ledger, RunRecord
 from worker.ledger.errors import LedgerError
 from worker.sinks.procedure_review import ProcedureReviewer
+from worker.observability import metrics
 
 log = structlog.get_logger("posthoc.http")
 MAX_BATCH = 1000
@@ -61,6 +63,8 @@ class Intake:
     slack_signing_secret: str | None = None
     reviewer: ProcedureReviewer | None = None
     """Updates a procedure's review message after a click (None: no review channel set)."""
+    metrics_dir: Path | None = None
+    """`PROMETHEUS_MULTIPROC_DIR`, when several processes share one `/metrics`."""
 
 
 class BodyTooLarge(Exception):
@@ -198,6 +202,7 @@ class _Handlers:
             await run_in_threadpool(store.log_delivery, self.intake.ledger, record_)
         except Exception:  # the answer stands; the log line says the log failed
             log.exception("delivery_log_failed", source=entry["source"], status=status)
+        metrics.WEBHOOK_REQUESTS.labels(entry["source"], outcome).inc()
         log.info(
             "webhook_delivery",
             source=entry["source"],
@@ -400,6 +405,10 @@ class _Handlers:
         )
         return JSONResponse(answer, status_code=status)
 
+    async def metrics(self, _: Request) -> Response:
+        body, content_type = metrics.exposition(self.intake.metrics_dir)
+        return Response(body, media_type=content_type)
+
     async def openapi(self, _: Request) -> Response:
         return JSONResponse(openapi_document())
 
@@ -422,6 +431,7 @@ def create_app(intake: Intake) -> Starlette:
             Route("/v1/slack/interactions", handlers.slack_interactions, methods=["POST"]),
             Route("/healthz", handlers.healthz, methods=["GET"]),
             Route("/readyz", handlers.readyz, methods=["GET"]),
+            Route("/metrics", handlers.metrics, methods=["GET"]),
             Route("/openapi.json", handlers.openapi, methods=["GET"]),
         ]
     )

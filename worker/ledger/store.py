@@ -282,6 +282,11 @@ class Ledger:
                 resend_queued=resend_queued,
             )
 
+    def oldest_waiting_seconds(self) -> float:
+        """Age of the oldest run waiting to be claimed (queued and due); 0 when none waits."""
+        with self._read() as connection:
+            return sweeping.oldest_waiting_seconds(connection, self._now())
+
     def mark_enqueued(self, run_ids: Sequence[str]) -> None:
         """Record that a message was just sent for each run (`enqueued_at`, `enqueue_count`)."""
         with self._write() as connection:
