@@ -40,6 +40,7 @@ import structlog
 from celery import Celery, signals
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from worker.engine import broker_topology
 from worker.engine.liveness import ConsumerWatch, Liveness
 from worker.observability.logging import say_from_signal_handler
 from worker.settings import Settings
@@ -51,7 +52,7 @@ DELIVER_TASK = "posthoc.deliver"
 QUEUE = "posthoc.runs"
 """The default queue (`POSTHOC_QUEUE`); an app's own is `app.conf.task_default_queue`."""
 
-TAKEOVER_SUFFIX = ".takeover"
+TAKEOVER_SUFFIX = broker_topology.TAKEOVER_SUFFIX
 ENQUEUE_CHUNK = 100
 
 _service_lock = threading.Lock()
@@ -61,9 +62,10 @@ _service: Any = None
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration for `settings` (see the module docstring for why)."""
     transport_options: dict[str, Any] = {}
-    if settings.broker_url.startswith(("redis://", "rediss://")):
-        transport_options["visibility_timeout"] = settings.visibility_timeout_seconds
+    if broker_topology.is_redis(settings):
+        transport_options.update(broker_topology.redis_transport_options(settings))
     return {
+        **broker_topology.celery_queue_options(settings),
         "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,
         "result_backend": None,
