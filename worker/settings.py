@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         description="`posthoc worker`: serve GET /healthz here (200 only while consuming).",
     )
     health_host: str = Field(default="127.0.0.1", description="Where the health port listens.")
+    shutdown_drain_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="`posthoc worker` on SIGTERM: how long analyses in flight may finish "
+        "before they are handed back to the queue (keep the supervisor's grace period above).",
+    )
     heartbeat_file: Path | None = Field(
         default=None, description="`posthoc worker`: touched every second while consuming."
     )

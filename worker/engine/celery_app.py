@@ -135,6 +135,10 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
                     countdown=outcome.retry_in,
                 )
                 service.ledger.mark_enqueued([run_id])
+            if outcome.status == "released":
+                # Handed back by a worker shutting down: wake another one now (the takeover
+                # queue is consumed beside the backlog, not behind it).
+                enqueue_with(app, service.ledger, takeover=True)([run_id])
             if outcome.status in {"succeeded", "failed"}:
                 # The outbox rows committed with the result; wake their deliveries now (the
                 # delivery sweeper finds them anyway should these messages be lost).
@@ -294,6 +298,16 @@ def _close_service(**_: Any) -> None:
         if _service is not None:
             _service.close()
             _service = None
+
+
+@signals.worker_shutting_down.connect
+def _drain_service(**_: Any) -> None:
+    # A warm shutdown (SIGTERM): analyses get `shutdown_drain_seconds` to finish, then are
+    # handed back; Celery meanwhile waits for its pool threads, which end with them.
+    with _service_lock:
+        service = _service
+    if service is not None:
+        service.begin_shutdown(service.settings.shutdown_drain_seconds)
 
 
 @signals.worker_ready.connect

@@ -40,7 +40,7 @@ from worker.settings import Settings
 
 log = structlog.get_logger("posthoc.worker")
 
-Outcome = Literal["succeeded", "failed", "retry", "noop", "lease_lost"]
+Outcome = Literal["succeeded", "failed", "retry", "noop", "lease_lost", "released"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,22 @@ class Engine:
         self.http = http
         self.secrets = dict(secrets or {})
         self.jitter = jitter
+        self._in_flight: dict[str, asyncio.Task[AnalysisResult]] = {}
+        self._releasing = False
+
+    @property
+    def in_flight(self) -> int:
+        """Analyses running now."""
+        return len(self._in_flight)
+
+    def release_all(self) -> int:
+        """Stop every analysis in flight and hand its run back to the queue (a worker shutting
+        down whose runs did not finish in time); returns how many were stopped. Runs claimed
+        from now on are handed back at once. Call on the engine's loop."""
+        self._releasing = True
+        for work in self._in_flight.values():
+            work.cancel()
+        return len(self._in_flight)
 
     async def process(self, run_id: str) -> ProcessOutcome:
         """Claim `run_id` and run it; a run that is finished or leased elsewhere is a no-op."""
@@ -147,6 +163,9 @@ class Engine:
             )
         )
         heartbeat = asyncio.create_task(self._keep_lease(claimed, worker_id, work))
+        self._in_flight[claimed.run_id] = work
+        if self._releasing:
+            work.cancel()
         try:
             result = await work
         except asyncio.CancelledError:
@@ -154,6 +173,8 @@ class Engine:
                 log.warning("run.lease_lost", duration_s=round(time.monotonic() - started, 3))
                 _count(claimed, "lease_lost", started)
                 return ProcessOutcome("lease_lost")
+            if self._releasing and work.cancelled():
+                return await self._release(claimed, worker_id, started)
             raise
         except TransientModelError as exc:
             return await self._retry(claimed, worker_id, exc, started)
@@ -167,6 +188,7 @@ class Engine:
                 claimed, worker_id, "internal_error", f"{type(exc).__name__}: {exc}", started
             )
         finally:
+            self._in_flight.pop(claimed.run_id, None)
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, LeaseLost):
                 await heartbeat
@@ -238,6 +260,19 @@ class Engine:
             error_type=result.error.type if result.error else None,
         )
         return ProcessOutcome(result.status if result.status != "skipped" else "succeeded")
+
+    async def _release(self, claimed: ClaimedRun, worker_id: str, started: float) -> ProcessOutcome:
+        released = await asyncio.to_thread(
+            self.ledger.release,
+            claimed.run_id,
+            worker_id,
+            reason="the worker shut down before the analysis finished; handed back",
+            attempt=claimed.attempt,
+        )
+        status: Outcome = "released" if released else "lease_lost"
+        _count(claimed, status, started)
+        log.info("run.released" if released else "run.lease_lost", stage="shutdown")
+        return ProcessOutcome(status)
 
     async def _retry(
         self, claimed: ClaimedRun, worker_id: str, exc: TransientModelError, started: float

@@ -12,6 +12,7 @@ import asyncio
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -184,6 +185,21 @@ class WorkerService:
                 waiting_messages=waiting,
             )
         return report.to_enqueue
+
+    def begin_shutdown(self, drain_seconds: float) -> None:
+        """The worker was asked to stop (SIGTERM): let the analyses in flight finish for up to
+        `drain_seconds`, then hand back the ones still running, so none stays leased after the
+        process exits. Returns at once; Celery waits for its pool threads meanwhile."""
+        self.loop.submit(self._drain(drain_seconds))
+
+    async def _drain(self, drain_seconds: float) -> None:
+        deadline = time.monotonic() + drain_seconds
+        log.info("worker.draining", in_flight=self.engine.in_flight, drain_s=drain_seconds)
+        while self.engine.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        released = self.engine.release_all()
+        if released:
+            log.warning("worker.releasing", runs=released)
 
     def deliver(self, delivery_id: str) -> DeliveryOutcome:
         """One delivery attempt (a Celery pool thread); a retry is parked in the ledger."""

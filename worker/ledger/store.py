@@ -226,6 +226,16 @@ class Ledger:
                 spent=None if usage is None else (usage, cost_usd),
             )
 
+    def release(
+        self, run_id: str, worker_id: str, *, reason: str, attempt: int | None = None
+    ) -> bool:
+        """Hand a claimed run back, due now, without spending its attempt (a worker shutting
+        down); False and no write without the lease."""
+        with self._write() as connection:
+            return leases.release(
+                connection, self._now(), run_id, worker_id, attempt, reason=reason
+            )
+
     def fail(
         self,
         run_id: str,

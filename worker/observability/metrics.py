@@ -31,7 +31,7 @@ from prometheus_client import multiprocess as _multiprocess
 
 from schemas.usage import Usage
 
-RUN_STATUSES = ("succeeded", "failed", "skipped", "retry", "lease_lost")
+RUN_STATUSES = ("succeeded", "failed", "skipped", "retry", "lease_lost", "released")
 """`posthoc_runs_total{status}`: how one attempt of a run ended."""
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 RETRY_CAUSES = (
