@@ -17,6 +17,7 @@ and RabbitMQ's timeout is derived from it.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from worker.settings import Settings
@@ -76,7 +77,7 @@ def celery_queue_options(settings: Settings) -> dict[str, Any]:
 def rabbitmq_policy(settings: Settings) -> dict[str, Any]:
     """The policy on the run queues: dead-lettering and the consumer timeout. Policies apply
     to queues that already exist, so they need no re-declaration."""
-    pattern = "^" + "|".join(q.replace(".", r"\.") for q in run_queues(settings)) + "$"
+    pattern = "^(" + "|".join(re.escape(q) for q in run_queues(settings)) + ")$"
     return {
         "name": f"{settings.queue}-policy",
         "vhost": "/",
