@@ -18,7 +18,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import structlog
@@ -35,7 +35,7 @@ from schemas.usage import Usage
 from worker.catalog import Catalog
 from worker.ledger import ClaimedRun, Ledger, SnapshotNotFound
 from worker.ledger.effects import LedgerEffectStore
-from worker.observability import metrics
+from worker.observability import metrics, tracing
 from worker.settings import Settings
 
 log = structlog.get_logger("posthoc.worker")
@@ -49,6 +49,8 @@ class ProcessOutcome:
 
     status: Outcome
     retry_in: float | None = None
+    trace: Mapping[str, str] = field(default_factory=dict)
+    """The run's trace headers (empty with tracing off), for the messages it wakes."""
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,9 @@ class Engine:
             work.cancel()
         return len(self._in_flight)
 
-    async def process(self, run_id: str) -> ProcessOutcome:
-        """Claim `run_id` and run it; a run that is finished or leased elsewhere is a no-op."""
+    async def process(self, run_id: str, trace: Mapping[str, str] | None = None) -> ProcessOutcome:
+        """Claim `run_id` and run it; a run that is finished or leased elsewhere is a no-op.
+        `trace`: the trace headers of the message that carried it (continued by its span)."""
         worker_id = f"{self.config.worker_id}:{run_id}"
         claimed = await asyncio.to_thread(
             self.ledger.claim, run_id, worker_id, self.config.lease_seconds
@@ -128,10 +131,22 @@ class Engine:
             return ProcessOutcome("noop")
         metrics.run_started()
         try:
-            with structlog.contextvars.bound_contextvars(
-                run_id=run_id, analyzer=claimed.analyzer, attempt=claimed.attempt
+            with (
+                structlog.contextvars.bound_contextvars(
+                    run_id=run_id, analyzer=claimed.analyzer, attempt=claimed.attempt
+                ),
+                tracing.span(
+                    "posthoc.run",
+                    parent=trace,
+                    run_id=run_id,
+                    analyzer=claimed.analyzer,
+                    analyzer_version=claimed.analyzer_version,
+                    attempt=claimed.attempt,
+                ) as span,
             ):
-                return await self._process_claimed(claimed, worker_id)
+                outcome = await self._process_claimed(claimed, worker_id)
+                tracing.set_attributes(span, status=outcome.status)
+                return replace(outcome, trace=tracing.headers())
         finally:
             metrics.run_ended()
 
@@ -192,6 +207,7 @@ class Engine:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, LeaseLost):
                 await heartbeat
+        tracing.record_tool_calls(result.trace)
         if result.provenance is not None and claimed.spec_hash is not None:
             provenance = result.provenance.model_copy(update={"spec_hash": claimed.spec_hash})
             result = result.model_copy(update={"provenance": provenance})

@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -141,9 +141,10 @@ class WorkerService:
         self.enqueue_deliveries: Enqueue | None = None
         self._delivery_sweeper: Future[None] | None = None
 
-    def process(self, run_id: str) -> ProcessOutcome:
-        """Process one run id, blocking the calling thread (a Celery pool thread)."""
-        return self.loop.submit(self.engine.process(run_id)).result()
+    def process(self, run_id: str, trace: Mapping[str, str] | None = None) -> ProcessOutcome:
+        """Process one run id, blocking the calling thread (a Celery pool thread); `trace`: the
+        message's trace headers, continued by the run's span."""
+        return self.loop.submit(self.engine.process(run_id, trace=trace)).result()
 
     def start_sweeper(self) -> None:
         """Re-enqueue, every `sweep_interval_seconds`, runs whose lease expired or whose queue

@@ -38,8 +38,8 @@ from worker.http.sources import WebhookSource
 from worker.intake import record
 from worker.ledger import Ledger, RunRecord
 from worker.ledger.errors import LedgerError
+from worker.observability import metrics, tracing
 from worker.sinks.procedure_review import ProcedureReviewer
-from worker.observability import metrics
 
 log = structlog.get_logger("posthoc.http")
 MAX_BATCH = 1000
@@ -228,13 +228,17 @@ class _Handlers:
             )
             return [run for _, run in recorded]
 
-        runs = await run_in_threadpool(work)
-        queued = [run.id for run in runs if run.status == "queued" and run.created]
-        if queued:
-            try:
-                await run_in_threadpool(self.intake.enqueue, queued)
-            except Exception:  # durable in the ledger; the sweeper re-enqueues
-                log.warning("enqueue_failed_sweeper_will_retry", runs=len(queued))
+        # The runs' messages carry this span's trace context (with tracing on), so the worker's
+        # run spans continue the request's trace.
+        with tracing.span("posthoc.intake", trigger=str(trigger)) as span:
+            runs = await run_in_threadpool(work)
+            queued = [run.id for run in runs if run.status == "queued" and run.created]
+            tracing.set_attributes(span, runs=len(runs), queued=len(queued))
+            if queued:
+                try:
+                    await run_in_threadpool(self.intake.enqueue, queued)
+                except Exception:  # durable in the ledger; the sweeper re-enqueues
+                    log.warning("enqueue_failed_sweeper_will_retry", runs=len(queued))
         return runs
 
     async def tenant_of(self, request: Request) -> str:
