@@ -55,7 +55,8 @@ def broker() -> Iterator[Broker]:
     finally:
         _delete_queue(found)
         with Connection(AMQP_URL, connect_timeout=3) as connection:
-            connection.default_channel.queue_delete(f"{found.queue}.takeover")
+            takeover_channel: Any = connection.default_channel
+            takeover_channel.queue_delete(f"{found.queue}.takeover")
 
 
 @pytest.fixture
