@@ -316,9 +316,9 @@ def _close_service(**_: Any) -> None:
 @signals.worker_shutting_down.connect
 def _drain_service(**_: Any) -> None:
     # A warm shutdown (SIGTERM): analyses get `shutdown_drain_seconds` to finish, then are
-    # handed back; Celery meanwhile waits for its pool threads, which end with them.
-    with _service_lock:
-        service = _service
+    # handed back; Celery meanwhile waits for its pool threads, which end with them. Runs in
+    # the signal handler: no lock (the main thread may hold it), one atomic read instead.
+    service = _service
     if service is not None:
         service.begin_shutdown(service.settings.shutdown_drain_seconds)
 
