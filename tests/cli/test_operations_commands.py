@@ -49,7 +49,7 @@ def test_broker_config_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> 
     assert redis == {"visibility_timeout": 7200}
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.sampled_from(GENERATED_FILES), st.text(max_size=200)))
 def test_any_argument_is_an_answer_or_a_usage_error(what: str) -> None:
     result = runner.invoke(app, ["broker-config", "--", what])
