@@ -7,6 +7,7 @@ one import line below.
 from worker.cli import (
     deliveries,  # noqa: F401 - registers `posthoc deliveries`
     intake_admin,  # noqa: F401 - registers `posthoc api-keys`, `intake`
+    operations,  # noqa: F401 - registers `posthoc migrate`, `broker-config`
     procedures,  # noqa: F401 - registers `posthoc procedures`
     serve,  # noqa: F401 - registers `posthoc serve`
 )

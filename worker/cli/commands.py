@@ -304,8 +304,10 @@ def worker(
     from celery import signals as celery_signals  # noqa: PLC0415
 
     from worker.cli.run_batch import ensure_parent  # noqa: PLC0415
+    from worker.cli.serve import start_tracing  # noqa: PLC0415
     from worker.engine.celery_app import create_celery, worker_queues  # noqa: PLC0415
     from worker.engine.liveness import Liveness, Watchdog, serve_health  # noqa: PLC0415
+    from worker.observability import metrics  # noqa: PLC0415
 
     settings = load_settings()
     load_catalog(settings)  # fail fast on bad definitions, before connecting anything
@@ -326,9 +328,16 @@ def worker(
     celery_signals.worker_shutting_down.connect(
         lambda **_: setattr(liveness, "stopping", True), weak=False
     )
+    metrics.configure_slots(concurrency or settings.concurrency)
+    start_tracing(settings, "posthoc-worker")
     health = None
     if settings.health_port is not None:
-        health = serve_health(liveness, settings.health_host, settings.health_port)
+        health = serve_health(
+            liveness,
+            settings.health_host,
+            settings.health_port,
+            metrics_dir=settings.prometheus_multiproc_dir,
+        )
     try:
         celery.worker_main(
             [

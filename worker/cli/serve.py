@@ -59,6 +59,7 @@ def build_intake(settings: Settings) -> Intake:
             else None
         ),
         reviewer=procedure_reviewer(settings, ledger),
+        metrics_dir=settings.prometheus_multiproc_dir,
     )
 
 
@@ -73,6 +74,16 @@ def procedure_reviewer(settings: Settings, ledger: Ledger) -> ProcedureReviewer 
     return ProcedureReviewer(ledger.procedures, client, settings.procedure_review_channel)
 
 
+def start_tracing(settings: Settings, service: str) -> None:
+    """OpenTelemetry for this process when `POSTHOC_TRACING` asks for it."""
+    from worker.observability import tracing  # noqa: PLC0415
+
+    try:
+        tracing.configure(settings.tracing, service)
+    except tracing.TracingUnavailable as exc:
+        raise fail_usage(str(exc)) from exc
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -84,6 +95,7 @@ def serve(
     from worker.http.app import create_app  # noqa: PLC0415
 
     settings = load_settings()
+    start_tracing(settings, "posthoc-serve")
     uvicorn.run(
         create_app(build_intake(settings)), host=host, port=port, log_config=None, access_log=False
     )

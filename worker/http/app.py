@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -37,6 +38,7 @@ from worker.http.sources import WebhookSource
 from worker.intake import record
 from worker.ledger import Ledger, RunRecord
 from worker.ledger.errors import LedgerError
+from worker.observability import metrics, tracing
 from worker.sinks.procedure_review import ProcedureReviewer
 
 log = structlog.get_logger("posthoc.http")
@@ -61,6 +63,8 @@ class Intake:
     slack_signing_secret: str | None = None
     reviewer: ProcedureReviewer | None = None
     """Updates a procedure's review message after a click (None: no review channel set)."""
+    metrics_dir: Path | None = None
+    """`PROMETHEUS_MULTIPROC_DIR`, when several processes share one `/metrics`."""
 
 
 class BodyTooLarge(Exception):
@@ -198,6 +202,7 @@ class _Handlers:
             await run_in_threadpool(store.log_delivery, self.intake.ledger, record_)
         except Exception:  # the answer stands; the log line says the log failed
             log.exception("delivery_log_failed", source=entry["source"], status=status)
+        metrics.WEBHOOK_REQUESTS.labels(entry["source"], outcome).inc()
         log.info(
             "webhook_delivery",
             source=entry["source"],
@@ -223,13 +228,17 @@ class _Handlers:
             )
             return [run for _, run in recorded]
 
-        runs = await run_in_threadpool(work)
-        queued = [run.id for run in runs if run.status == "queued" and run.created]
-        if queued:
-            try:
-                await run_in_threadpool(self.intake.enqueue, queued)
-            except Exception:  # durable in the ledger; the sweeper re-enqueues
-                log.warning("enqueue_failed_sweeper_will_retry", runs=len(queued))
+        # The runs' messages carry this span's trace context (with tracing on), so the worker's
+        # run spans continue the request's trace.
+        with tracing.span("posthoc.intake", trigger=str(trigger)) as span:
+            runs = await run_in_threadpool(work)
+            queued = [run.id for run in runs if run.status == "queued" and run.created]
+            tracing.set_attributes(span, runs=len(runs), queued=len(queued))
+            if queued:
+                try:
+                    await run_in_threadpool(self.intake.enqueue, queued)
+                except Exception:  # durable in the ledger; the sweeper re-enqueues
+                    log.warning("enqueue_failed_sweeper_will_retry", runs=len(queued))
         return runs
 
     async def tenant_of(self, request: Request) -> str:
@@ -400,6 +409,10 @@ class _Handlers:
         )
         return JSONResponse(answer, status_code=status)
 
+    async def metrics(self, _: Request) -> Response:
+        body, content_type = metrics.exposition(self.intake.metrics_dir)
+        return Response(body, media_type=content_type)
+
     async def openapi(self, _: Request) -> Response:
         return JSONResponse(openapi_document())
 
@@ -422,6 +435,7 @@ def create_app(intake: Intake) -> Starlette:
             Route("/v1/slack/interactions", handlers.slack_interactions, methods=["POST"]),
             Route("/healthz", handlers.healthz, methods=["GET"]),
             Route("/readyz", handlers.readyz, methods=["GET"]),
+            Route("/metrics", handlers.metrics, methods=["GET"]),
             Route("/openapi.json", handlers.openapi, methods=["GET"]),
         ]
     )

@@ -268,6 +268,12 @@ def _document() -> dict[str, Any]:
                     {"200": {"description": "Ready."}, "503": {"description": "Not ready."}},
                 )
             },
+            "/metrics": {
+                "get": _operation(
+                    "Prometheus metrics (text exposition format).",
+                    {"200": {"description": "Metrics."}},
+                )
+            },
             "/openapi.json": {
                 "get": _operation("This document.", {"200": {"description": "OpenAPI 3.1."}})
             },

@@ -226,6 +226,16 @@ class Ledger:
                 spent=None if usage is None else (usage, cost_usd),
             )
 
+    def release(
+        self, run_id: str, worker_id: str, *, reason: str, attempt: int | None = None
+    ) -> bool:
+        """Hand a claimed run back, due now, without spending its attempt (a worker shutting
+        down); False and no write without the lease."""
+        with self._write() as connection:
+            return leases.release(
+                connection, self._now(), run_id, worker_id, attempt, reason=reason
+            )
+
     def fail(
         self,
         run_id: str,
@@ -281,6 +291,11 @@ class Ledger:
                 waiting_messages=waiting_messages,
                 resend_queued=resend_queued,
             )
+
+    def oldest_waiting_seconds(self) -> float:
+        """Age of the oldest run waiting to be claimed (queued and due); 0 when none waits."""
+        with self._read() as connection:
+            return sweeping.oldest_waiting_seconds(connection, self._now())
 
     def mark_enqueued(self, run_ids: Sequence[str]) -> None:
         """Record that a message was just sent for each run (`enqueued_at`, `enqueue_count`)."""
