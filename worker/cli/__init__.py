@@ -9,6 +9,7 @@ from worker.cli import (
     intake_admin,  # noqa: F401 - registers `posthoc api-keys`, `intake`
     operations,  # noqa: F401 - registers `posthoc migrate`, `broker-config`
     procedures,  # noqa: F401 - registers `posthoc procedures`
+    rerun,  # noqa: F401 - registers `posthoc rerun`, `jobs`, `diff`
     serve,  # noqa: F401 - registers `posthoc serve`
 )
 from worker.cli.commands import app, main

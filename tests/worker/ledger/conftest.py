@@ -29,6 +29,8 @@ POSTGRES_ADMIN_URLS = (
 LEDGER_TABLES = (
     "procedure_support",
     "procedures",
+    "rerun_job_items",
+    "rerun_jobs",
     "deliveries",
     "disabled_destinations",
     "effects",
