@@ -137,6 +137,7 @@ class Catalog:
                     snapshot=(
                         build_snapshot(spec, conversation, available) if decision.applies else None
                     ),
+                    settle_seconds=spec.trigger.settle_seconds,
                 )
             )
         return plans
