@@ -146,6 +146,9 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
                 enqueue_deliveries_with(app, service.deliverer.store, trace=outcome.trace)(
                     service.pending_deliveries(run_id)
                 )
+            if outcome.children:
+                # Chained runs committed with the result; the sweeper sends them if this fails.
+                enqueue_with(app, service.ledger)(list(outcome.children))
         except (KombuOperationalError, OSError) as exc:
             log.warning(
                 "run.wakeup_deferred",

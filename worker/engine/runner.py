@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -35,7 +36,7 @@ from schemas.result import AnalysisResult
 from schemas.usage import Usage
 from worker.catalog import Catalog
 from worker.engine.learning import learn_from_result
-from worker.ledger import ClaimedRun, Ledger, SnapshotNotFound
+from worker.ledger import ClaimedRun, Ledger, RunPlan, SnapshotNotFound
 from worker.ledger.effects import LedgerEffectStore
 from worker.observability import metrics, tracing
 from worker.settings import Settings
@@ -53,6 +54,8 @@ class ProcessOutcome:
     retry_in: float | None = None
     trace: Mapping[str, str] = field(default_factory=dict)
     """The run's trace headers (empty with tracing off), for the messages it wakes."""
+    children: tuple[str, ...] = ()
+    """Chained runs (`after:`) recorded with this run's result: queued, to be processed."""
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,13 @@ class Engine:
             result = result.model_copy(update={"provenance": provenance})
         # Before completing: a retry after a crash here learns again, which changes nothing.
         await self._learn(spec, result, conversation)
-        return await self._complete(claimed, worker_id, result, started)
+        # A rerun job runs only the analyzer it names (its budget covers nothing else).
+        children = (
+            []
+            if claimed.trigger == "rerun"
+            else self.catalog.chain_plans(result, conversation, claimed.max_attempts)
+        )
+        return await self._complete(claimed, worker_id, result, started, children)
 
     async def _learn(
         self, spec: AnalyzerSpec, result: AnalysisResult, conversation: Conversation
@@ -267,10 +276,22 @@ class Engine:
                 raise LeaseLost(claimed.run_id)
 
     async def _complete(
-        self, claimed: ClaimedRun, worker_id: str, result: AnalysisResult, started: float
+        self,
+        claimed: ClaimedRun,
+        worker_id: str,
+        result: AnalysisResult,
+        started: float,
+        children: Sequence[RunPlan] = (),
     ) -> ProcessOutcome:
         written = await asyncio.to_thread(
-            self.ledger.complete, claimed.run_id, worker_id, result, attempt=claimed.attempt
+            functools.partial(
+                self.ledger.complete,
+                claimed.run_id,
+                worker_id,
+                result,
+                attempt=claimed.attempt,
+                children=children,
+            )
         )
         status = result.status if written else "lease_lost"
         _count(claimed, status, started, result.usage, result.cost.total_usd)
@@ -292,7 +313,13 @@ class Engine:
             truncated=result.truncated,
             error_type=result.error.type if result.error else None,
         )
-        return ProcessOutcome(result.status if result.status != "skipped" else "succeeded")
+        chained: tuple[str, ...] = ()
+        if children:
+            found = await asyncio.to_thread(self.ledger.child_runs, claimed.run_id)
+            chained = tuple(run.id for run in found if run.status == "queued")
+        return ProcessOutcome(
+            result.status if result.status != "skipped" else "succeeded", children=chained
+        )
 
     async def _release(self, claimed: ClaimedRun, worker_id: str, started: float) -> ProcessOutcome:
         released = await asyncio.to_thread(
