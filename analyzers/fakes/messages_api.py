@@ -18,6 +18,7 @@ hundreds of concurrent streams cost no threads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import socket
@@ -35,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from analyzers.fakes import validation
+from analyzers.fakes import batches, validation
 from analyzers.fakes.cache import CachePlan, PromptCache, canonical_json, count_input_tokens
 from analyzers.fakes.replies import (
     JSON,
@@ -91,6 +92,8 @@ class FakeMessagesAPI:
     min_cacheable_tokens: Mapping[str, int] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
     signing_key: bytes = b"posthoc-fake-messages-api"
+    batch_seconds: float = 0.05
+    """How long a Message Batch stays `in_progress` (see `analyzers.fakes.batches`)."""
     requests: list[RecordedRequest] = field(default_factory=list, init=False, repr=False)
     active_streams: int = field(default=0, init=False)
     max_active_streams: int = field(default=0, init=False)
@@ -103,10 +106,26 @@ class FakeMessagesAPI:
         self.cache = PromptCache(clock=self.clock, min_tokens=self._min_tokens)
         self._thinking_tool_ids: set[str] = set()
         self._counter = 0
+        self.batches: dict[str, batches.FakeBatch] = {}
         self.app = Starlette(
             routes=[
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+                Route(
+                    "/v1/messages/batches",
+                    functools.partial(batches.create_batch, self),
+                    methods=["POST"],
+                ),
+                Route(
+                    "/v1/messages/batches/{batch_id}",
+                    functools.partial(batches.retrieve_batch, self),
+                    methods=["GET"],
+                ),
+                Route(
+                    "/v1/messages/batches/{batch_id}/results",
+                    functools.partial(batches.batch_results, self),
+                    methods=["GET"],
+                ),
             ]
         )
 
@@ -199,6 +218,20 @@ class FakeMessagesAPI:
         checked = validation.check_shape(body, counting=recorded.path.endswith("/count_tokens"))
         profile = self._profile(checked["model"])
         validation.check_sampling(checked, recorded.headers, profile)
+        return checked, profile
+
+    def _validate_body(self, recorded: RecordedRequest, body: Any) -> tuple[JSON, ModelProfile]:
+        """A Messages request body checked as `POST /v1/messages` checks it (batch requests)."""
+        checked = validation.check_shape(body, counting=False)
+        profile = self._profile(checked["model"])
+        validation.check_sampling(checked, recorded.headers, profile)
+        validation.check_thinking(checked, profile)
+        validation.check_cache_breakpoints(checked)
+        validation.check_echoed_thinking(checked, self._signer)
+        validation.check_tool_pairing(checked)
+        validation.check_tool_loop_thinking(
+            checked, profile, lambda tool_id: tool_id in self._thinking_tool_ids
+        )
         return checked, profile
 
     # -- endpoints --------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from typing import Any, TypeVar, cast, get_args
 import anthropic
 import httpx2
 
-from analyzers.errors import PermanentModelError, RunFailed, TransientModelError
+from analyzers.errors import ModelError, PermanentModelError, RunFailed, TransientModelError
+from analyzers.model.batching import BatchingModel
 from analyzers.model.profiles import thinking_params
 from analyzers.model.protocol import JSON, ModelRequest, ModelTurn, StopReason
 from schemas.usage import Usage
@@ -398,6 +399,96 @@ class AnthropicModel:
             await self._sleep(delay)
 
 
+class AnthropicBatches:
+    """`BatchTransport` on the SDK's `client.messages.batches` (see `analyzers.model.batching`).
+
+    Every request of a batch is what `AnthropicModel` would stream, without streaming. A
+    request the API errored is handed back as the error it would have been in a direct call.
+    """
+
+    def __init__(self, client: anthropic.AsyncAnthropic) -> None:
+        self._client = client
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def submit(self, requests: Sequence[tuple[str, ModelRequest]]) -> str:
+        batch = await self._call(
+            "messages.batches.create",
+            self._client.messages.batches.create(
+                requests=[
+                    cast(
+                        Any,
+                        {
+                            "custom_id": custom_id,
+                            "params": {
+                                "max_tokens": request.max_tokens,
+                                **_request_params(request),
+                            },
+                        },
+                    )
+                    for custom_id, request in requests
+                ]
+            ),
+        )
+        return str(batch.id)
+
+    async def ended(self, batch_id: str) -> bool:
+        batch = await self._call(
+            "messages.batches.retrieve", self._client.messages.batches.retrieve(batch_id)
+        )
+        return batch.processing_status == "ended"
+
+    async def results(self, batch_id: str) -> dict[str, ModelTurn | ModelError]:
+        decoder = await self._call(
+            "messages.batches.results", self._client.messages.batches.results(batch_id)
+        )
+        answers: dict[str, ModelTurn | ModelError] = {}
+        async for line in decoder:
+            result = line.result
+            if result.type == "succeeded":
+                message = result.message
+                if message.stop_reason is None or message.stop_reason not in _STOP_REASONS:
+                    answers[line.custom_id] = PermanentModelError(
+                        f"the model stopped for an unsupported reason: {message.stop_reason!r}"
+                    )
+                    continue
+                details = message.stop_details
+                answers[line.custom_id] = ModelTurn(
+                    content=_echoable_content(message),
+                    stop_reason=message.stop_reason,
+                    usage=_usage(message.usage),
+                    model=str(message.model),
+                    message_id=message.id,
+                    stop_details=details.to_dict(mode="json") if details is not None else None,
+                )
+            elif result.type == "errored":
+                kind = result.error.error.type
+                text = f"batch request errored: {kind}: {result.error.error.message}"
+                answers[line.custom_id] = (
+                    PermanentModelError(text)
+                    if kind in _PERMANENT_ERROR_TYPES
+                    else TransientModelError(text)
+                )
+            else:  # canceled or expired: worth another round later
+                answers[line.custom_id] = TransientModelError(f"batch request {result.type}")
+        return answers
+
+    @staticmethod
+    async def _call(what: str, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except Exception as error:
+            failure = _classify(error)
+            if failure is None:
+                raise
+            if not failure.transient:
+                raise PermanentModelError(f"{what} refused: {failure.message}") from error
+            raise TransientModelError(
+                f"{what} failed: {failure.message}", retry_after=failure.retry_after
+            ) from error
+
+
 def build_anthropic_model(
     api_key: str | None = None,
     base_url: str | None = None,
@@ -425,3 +516,24 @@ def build_anthropic_model(
         for _ in range(max(pools, 1))
     ]
     return AnthropicModel(clients, max_call_attempts=max_call_attempts, on_retry=on_retry)
+
+
+def build_batch_model(
+    api_key: str | None = None,
+    base_url: str | None = None,
+    *,
+    gather_seconds: float = 0.2,
+    poll_seconds: float = 5.0,
+    timeout: float = 600.0,
+) -> BatchingModel:
+    """A `BatchingModel` on its own SDK client: every turn through the Message Batches API
+    (token counts through the ordinary endpoint)."""
+    client = anthropic.AsyncAnthropic(
+        api_key=api_key, base_url=base_url, max_retries=0, timeout=anthropic.Timeout(timeout)
+    )
+    return BatchingModel(
+        AnthropicBatches(client),
+        count_with=build_anthropic_model(api_key=api_key, base_url=base_url, pools=1),
+        gather_seconds=gather_seconds,
+        poll_seconds=poll_seconds,
+    )

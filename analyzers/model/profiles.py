@@ -317,8 +317,13 @@ def thinking_params(
     return params
 
 
-def cost_of(model: str, usage: Usage) -> Cost:
-    """What `usage` cost on `model` at standard (non-batch) rates.
+BATCH_PRICE_FACTOR = 0.5
+"""The Message Batches API bills every token at half the standard rate."""
+
+
+def cost_of(model: str, usage: Usage, price_factor: float = 1.0) -> Cost:
+    """What `usage` cost on `model` at standard rates, times `price_factor`
+    (`BATCH_PRICE_FACTOR` for turns sent through the Message Batches API).
 
     Cache writes are priced by their lifetime, as the API reports them: 1-hour writes at the
     1-hour rate (2x base input), the rest at the 5-minute rate (1.25x).
@@ -326,10 +331,11 @@ def cost_of(model: str, usage: Usage) -> Cost:
     prices = profile_for(model).prices
     one_hour = usage.cache_creation_1h_input_tokens
     five_minutes = usage.cache_creation_input_tokens - one_hour
+    scale = price_factor / _M
     return Cost(
-        input_usd=usage.input_tokens * prices.input / _M,
-        output_usd=usage.output_tokens * prices.output / _M,
+        input_usd=usage.input_tokens * prices.input * scale,
+        output_usd=usage.output_tokens * prices.output * scale,
         cache_write_usd=(five_minutes * prices.cache_write_5m + one_hour * prices.cache_write_1h)
-        / _M,
-        cache_read_usd=usage.cache_read_input_tokens * prices.cache_read / _M,
+        * scale,
+        cache_read_usd=usage.cache_read_input_tokens * prices.cache_read * scale,
     )

@@ -107,7 +107,9 @@ async def run(
             # The caller retries the run later; what its attempts (and the description check)
             # spent is billed all the same.
             exc.usage = sum((attempt.usage for attempt in attempts), selection.usage)
-            exc.cost = cost_of(spec.model.id or options.default_model, exc.usage)
+            exc.cost = cost_of(
+                spec.model.id or options.default_model, exc.usage, options.price_factor
+            )
             raise
         except RunFailed as exc:
             error = RunError(type=exc.reason, message=str(exc))
@@ -364,7 +366,7 @@ def _result(
         outputs=every_output(spec, session.recorder.recorded if session else {}),
         trace=[record for attempt in attempts for record in attempt.trace],
         usage=usage,
-        cost=cost_of(model_id, usage),
+        cost=cost_of(model_id, usage, options.price_factor),
         model=model_id,
         model_turns=sum(attempt.model_turns for attempt in attempts) + selection.model_turns,
         timings=Timings(

@@ -48,6 +48,8 @@ class RunOptions:
     """Where HTTP writes are recorded; the worker passes its ledger's, so a retry replays them."""
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     monotonic: Callable[[], float] = time.monotonic
+    price_factor: float = 1.0
+    """What the model's turns cost relative to the standard price (0.5: Message Batches)."""
 
 
 @dataclass
@@ -111,7 +113,7 @@ class Session:
     @property
     def cost(self) -> Cost:
         """What the run has cost so far."""
-        return cost_of(self.model_id, self.usage)
+        return cost_of(self.model_id, self.usage, self.options.price_factor)
 
     def prompt_hash(self) -> str:
         """Hash of the prompt as this analyzer's run began: tools, system and its first message.

@@ -46,10 +46,19 @@ class DemoSystems:
 
 
 @contextlib.contextmanager
-def simulated_model() -> Iterator[ModelClient]:
-    """The real Anthropic adapter pointed at the fake Messages API with the simulated analyst."""
-    from analyzers.model.anthropic import build_anthropic_model  # noqa: PLC0415 - SDK import
+def simulated_model(*, batch: bool = False) -> Iterator[ModelClient]:
+    """The real Anthropic adapter pointed at the fake Messages API with the simulated analyst
+    (with `batch`, every turn through its Message Batches endpoints)."""
+    from analyzers.model.anthropic import (  # noqa: PLC0415 - SDK import
+        build_anthropic_model,
+        build_batch_model,
+    )
 
-    api = FakeMessagesAPI(responder=simulated_analyst)
+    api = FakeMessagesAPI(responder=simulated_analyst, batch_seconds=0.02)
     with serve_fake_messages_api(api) as base_url:
-        yield build_anthropic_model(api_key="simulated", base_url=base_url)
+        if batch:
+            yield build_batch_model(
+                api_key="simulated", base_url=base_url, gather_seconds=0.05, poll_seconds=0.02
+            )
+        else:
+            yield build_anthropic_model(api_key="simulated", base_url=base_url)

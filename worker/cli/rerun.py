@@ -7,7 +7,10 @@ progress bar; `--resume JOB` continues one whose process died. See `worker/sched
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -19,6 +22,8 @@ from rich.table import Table
 
 from analyzers.definitions.versions import parse_selector
 from analyzers.errors import ConfigError
+from analyzers.model.profiles import BATCH_PRICE_FACTOR
+from analyzers.model.protocol import ModelClient
 from schemas.rerun import JobSummary, RerunSelection
 from worker.catalog import Catalog
 from worker.cli.commands import _console, _http, _model, app, load_catalog, load_settings
@@ -122,7 +127,7 @@ def rerun(
         bool, typer.Option("--deliver", help="Deliver the new results to the sinks.")
     ] = False,
     batch: Annotated[
-        bool, typer.Option("--batch", help="Price at the Message Batches API (with --dry-run).")
+        bool, typer.Option("--batch", help="Every model turn through Message Batches (half price).")
     ] = False,
     resume: Annotated[
         str | None, typer.Option("--resume", help="Continue this job (its process died).")
@@ -141,12 +146,6 @@ def rerun(
     """
     if (analyzer is None) == (resume is None):
         raise fail_usage("give --analyzer NAME[@VERSION] for a new rerun, or --resume JOB")
-    if batch and not dry_run:
-        # Not built yet: refuse rather than run at the standard price and report the batch one.
-        raise fail_usage(
-            "--batch: running through the Message Batches API is not available yet; "
-            "`--dry-run --batch` shows the batch price"
-        )
     settings = load_settings(quiet=True)
     catalog = load_catalog(settings)
     ensure_parent(settings.database_url)
@@ -224,12 +223,15 @@ def _execute(
     def advance(summary: JobSummary) -> None:
         progress.update(task, completed=summary.selected - summary.pending - summary.in_flight)
 
-    with _model(simulate, settings) as model, progress:
+    config = EngineConfig.from_settings(settings, runner_identity())
+    if first.batch:
+        config = dataclasses.replace(config, price_factor=BATCH_PRICE_FACTOR)
+    with _job_model(simulate, settings, first.batch) as model, progress:
         runner = JobRunner(
             ledger=ledger,
             catalog=catalog,
             model=model,
-            config=EngineConfig.from_settings(settings, runner_identity()),
+            config=config,
             http=_http(),
             secrets=tool_secrets(),
             concurrency=concurrency or settings.concurrency,
@@ -241,6 +243,24 @@ def _execute(
             return asyncio.run(_run_and_close(runner, job_id))
         except JobBusy as exc:
             raise fail_usage(str(exc)) from exc
+
+
+def _job_model(
+    simulate: bool, settings: Settings, batch: bool
+) -> AbstractContextManager[ModelClient]:
+    """The model a job runs with: through Message Batches when the job says `batch`."""
+    if not batch:
+        return _model(simulate, settings)
+    if simulate:
+        from worker.cli.demo import simulated_model  # noqa: PLC0415 - starts a server
+
+        return simulated_model(batch=True)
+    from analyzers.model.anthropic import build_batch_model  # noqa: PLC0415 - SDK import
+
+    key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
+    return contextlib.nullcontext(
+        build_batch_model(api_key=key, base_url=settings.anthropic_base_url)
+    )
 
 
 async def _run_and_close(runner: JobRunner, job_id: str) -> JobSummary:

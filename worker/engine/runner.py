@@ -68,6 +68,8 @@ class EngineConfig:
     heartbeat_seconds: float = 30.0
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 900.0
+    price_factor: float = 1.0
+    """Relative price of the model's turns (0.5 when they go through Message Batches)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, worker_id: str) -> EngineConfig:
@@ -174,6 +176,7 @@ class Engine:
             http=self.http,
             secrets=self.secrets,
             effects=LedgerEffectStore(self.ledger.engine),
+            price_factor=self.config.price_factor,
         )
         work = asyncio.create_task(
             analyzers.run(

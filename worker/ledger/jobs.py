@@ -19,6 +19,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from analyzers.model.profiles import BATCH_PRICE_FACTOR
 from schemas.rerun import JobStatus, JobSummary
 from worker.ledger import runs as run_records
 from worker.ledger._sql import runs
@@ -30,9 +31,6 @@ from worker.ledger.tables import rerun_job_items, rerun_jobs
 
 items = rerun_job_items
 jobs = rerun_jobs
-
-BATCH_PRICE_FACTOR = 0.5
-"""The Message Batches API bills every token at half the standard price."""
 
 
 class JobNotFound(LedgerError):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from analyzers.definitions.triggers import analyzer_applies
 from analyzers.definitions.versions import selector
 from analyzers.errors import ConfigError
+from analyzers.model.profiles import BATCH_PRICE_FACTOR
 from analyzers.model.protocol import ModelClient
 from analyzers.runtime.snapshot import build_snapshot
 from analyzers.tools.base import HttpTransport
@@ -36,7 +37,7 @@ from worker.engine.batch import process_all
 from worker.engine.runner import Engine, EngineConfig
 from worker.ledger import Ledger, RunPlan
 from worker.ledger import jobs as job_store
-from worker.ledger.jobs import BATCH_PRICE_FACTOR, JobItem, JobLedger, JobRecord
+from worker.ledger.jobs import JobItem, JobLedger, JobRecord
 from worker.scheduling.estimate import estimate, stored_cost_per_run
 from worker.scheduling.selection import select_conversations
 
