@@ -127,7 +127,8 @@ def ledger(database_url: str, clock: ManualClock) -> Iterator[Ledger]:
                 connection.exec_driver_sql(
                     "TRUNCATE deliveries, disabled_destinations, effects, run_attempts, "
                     "analysis_runs, analyzer_snapshots, conversation_versions, conversations, "
-                    "api_keys, webhook_deliveries, procedure_support, procedures "
+                    "api_keys, webhook_deliveries, procedure_support, procedures, "
+                    "rerun_job_items, rerun_jobs "
                     "RESTART IDENTITY CASCADE"
                 )
         yield ledger

@@ -33,11 +33,6 @@ def catalog() -> Catalog:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
 def ledger(tmp_path: Path, clock: ManualClock) -> Iterator[Ledger]:
     ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}", now=clock)
     ledger.migrate()
@@ -77,8 +72,9 @@ def runs_of(ledger: Ledger) -> list[sa.Row[tuple[str, int, str, str | None, str]
 
 
 def test_a_rerun_records_one_new_run_per_conversation_beside_the_old(
-    ledger: Ledger, catalog: Catalog
+    any_ledger: Ledger, catalog: Catalog
 ) -> None:
+    ledger = any_ledger
     old = seed(ledger, catalog, 12)
     old_results = {r.run_id: r.model_dump() for r in ledger.results(old)}
     job = start(ledger, catalog)
@@ -141,7 +137,10 @@ def test_dry_run_counts_and_estimates_from_stored_usage_else_token_counts(
         )
 
 
-def test_the_budget_stops_recording_within_one_runs_cost(ledger: Ledger, catalog: Catalog) -> None:
+def test_the_budget_stops_recording_within_one_runs_cost(
+    any_ledger: Ledger, catalog: Catalog
+) -> None:
+    ledger = any_ledger
     seed(ledger, catalog, 10)
     per_run = ledger.list_runs("succeeded")[0].cost_usd or 0.0
     budget = per_run * 4.5
