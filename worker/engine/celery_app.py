@@ -146,6 +146,12 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
                 enqueue_deliveries_with(app, service.deliverer.store, trace=outcome.trace)(
                     service.pending_deliveries(run_id)
                 )
+            if outcome.status == "noop" and (wait := service.seconds_until_due(run_id)):
+                # Sent before it was due (a settle delay): the wake-up for when it is.
+                app.send_task(
+                    TASK_NAME, args=[run_id], queue=app.conf.task_default_queue, countdown=wait
+                )
+                service.ledger.mark_enqueued([run_id])
             if outcome.children:
                 # Chained runs committed with the result; the sweeper sends them if this fails.
                 enqueue_with(app, service.ledger)(list(outcome.children))

@@ -148,6 +148,15 @@ class WorkerService:
         message's trace headers, continued by the run's span."""
         return self.loop.submit(self.engine.process(run_id, trace=trace)).result()
 
+    def seconds_until_due(self, run_id: str) -> float | None:
+        """How long a queued run still waits (a settle delay, a retry backoff); None when it
+        is not queued for later."""
+        run = self.ledger.get_run(run_id)
+        if run.status != "queued":
+            return None
+        wait = (run.available_at - self.ledger.clock()).total_seconds()
+        return wait if wait > 0 else None
+
     def start_sweeper(self) -> None:
         """Re-enqueue, every `sweep_interval_seconds`, runs whose lease expired or whose queue
         message seems lost. Every worker may run one: a duplicate message is a no-op."""

@@ -10,10 +10,12 @@ import pytest
 
 from schemas import AnalyzerSpec
 from worker.catalog import Catalog
+from worker.engine.service import WorkerService
 from worker.intake import record
 from worker.ledger import Ledger, ManualClock
+from worker.settings import Settings
 
-from .helpers import conversation
+from .helpers import PolicyModel, conversation
 
 SETTLE = 60.0
 
@@ -113,3 +115,31 @@ def test_an_update_after_the_run_started_is_a_new_run(
     )
     assert ledger.get_run(first.id).status == "running"
     assert ledger.get_run(second.id).status == "queued"
+
+
+def test_the_worker_says_how_long_a_settling_run_still_waits(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    """A message that reaches the worker before the run is due is a no-op; the worker then
+    sends the wake-up for when it is (`seconds_until_due`)."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'worker.sqlite3'}",
+        broker_url=f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}",
+    )
+    service = WorkerService(settings, model=PolicyModel(), catalog=catalog)
+    try:
+        [(_, run)] = record(
+            service.ledger,
+            catalog,
+            [conversation(3)],
+            analyzers=None,
+            trigger="webhook",
+            max_attempts=3,
+            idempotent=True,
+        )
+        assert service.process(run.id).status == "noop"
+        wait = service.seconds_until_due(run.id)
+        assert wait is not None
+        assert SETTLE - 5 < wait <= SETTLE
+    finally:
+        service.close()
