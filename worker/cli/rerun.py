@@ -147,6 +147,8 @@ def rerun(
     if (analyzer is None) == (resume is None):
         raise fail_usage("give --analyzer NAME[@VERSION] for a new rerun, or --resume JOB")
     settings = load_settings(quiet=True)
+    if not (dry_run or simulate) and settings.anthropic_api_key is None:
+        raise fail_usage(no_model_message())
     catalog = load_catalog(settings)
     ensure_parent(settings.database_url)
     ledger = Ledger.from_url(settings.database_url)
@@ -189,8 +191,6 @@ def rerun(
                 _print_dry_run(started, batch, as_json)
                 return
             job_id = started.job_id
-        if not simulate and settings.anthropic_api_key is None:
-            raise fail_usage(no_model_message())
         summary = _execute(ledger, catalog, settings, job_id, concurrency, simulate, force, console)
     finally:
         ledger.dispose()
