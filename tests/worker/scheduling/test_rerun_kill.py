@@ -1,7 +1,7 @@
 """A rerun killed with SIGKILL halfway and resumed: every selected conversation gets exactly one
 new result, the old results are untouched, no run completes twice, and the counts add up.
 
-100 conversations by default (CI); POSTHOC_RERUN_KILL_CONVERSATIONS=1000 for the full-size run.
+60 conversations by default (CI); POSTHOC_RERUN_KILL_CONVERSATIONS=1000 for the full-size run.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from worker.scheduling import job_summary, runner_identity, start_rerun_job
 
 from .helpers import job_runner, seed_results
 
-CONVERSATIONS = int(os.environ.get("POSTHOC_RERUN_KILL_CONVERSATIONS", "100"))
+CONVERSATIONS = int(os.environ.get("POSTHOC_RERUN_KILL_CONVERSATIONS", "60"))
 REPO = Path(__file__).resolve().parents[3]
 
 
