@@ -6,10 +6,11 @@ one import line below.
 
 from worker.cli import (
     deliveries,  # noqa: F401 - registers `posthoc deliveries`
+    diff,  # noqa: F401 - registers `posthoc diff`
     intake_admin,  # noqa: F401 - registers `posthoc api-keys`, `intake`
     operations,  # noqa: F401 - registers `posthoc migrate`, `broker-config`
     procedures,  # noqa: F401 - registers `posthoc procedures`
-    rerun,  # noqa: F401 - registers `posthoc rerun`, `jobs`, `diff`
+    rerun,  # noqa: F401 - registers `posthoc rerun`, `jobs`
     serve,  # noqa: F401 - registers `posthoc serve`
 )
 from worker.cli.commands import app, main
