@@ -154,7 +154,7 @@ analysis_runs = sa.Table(
     # recorded for and the analyzer snapshot it executes. NULL only for runs recorded before.
     sa.Column("conversation_version_id", BigPk, sa.ForeignKey("conversation_versions.id")),
     sa.Column("spec_hash", sa.String(64), sa.ForeignKey("analyzer_snapshots.spec_hash")),
-    # A chained run (`after:` in the analyzer): the run whose outputs started it (0008_rerun).
+    # A chained run (`after:` in the analyzer): the run whose outputs started it (0009_rerun).
     sa.Column("parent_run_id", sa.String(64), sa.ForeignKey("analysis_runs.id")),
     sa.CheckConstraint(_one_of("status", RUN_STATES), name="status"),
     sa.CheckConstraint(_one_of("trigger", TRIGGERS), name="trigger"),
@@ -347,7 +347,7 @@ procedure_support = sa.Table(
     sa.Column("added_at", UtcDateTime(), nullable=False),
 )
 
-# Rerun jobs (revision 0007_rerun): one row per `posthoc rerun`, and one item per selected
+# Rerun jobs (revision 0009_rerun): one row per `posthoc rerun`, and one item per selected
 # conversation, fixed when the job is created so a resumed job works on exactly that list.
 JOB_STATUSES = ("running", "done", "cancelled", "budget_exhausted")
 JOB_ITEM_STATES = ("pending", "recorded", "skipped")

@@ -1,7 +1,7 @@
 """Rerun jobs and their items, chained runs, and the `chain` trigger.
 
-Revision ID: 0008_rerun
-Revises: 0007_delivery_wakeups
+Revision ID: 0009_rerun
+Revises: 0008_procstore
 Create Date: 2026-11-30
 
 `rerun_jobs` holds one row per `posthoc rerun` (selection, budget, estimate, the process working
@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0008_rerun"
-down_revision: str | Sequence[str] | None = "0007_delivery_wakeups"
+revision: str = "0009_rerun"
+down_revision: str | Sequence[str] | None = "0008_procstore"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
