@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from analyzers.definitions.limits import InputLimits, active_limits
@@ -64,8 +64,12 @@ def record(
     trigger: Trigger,
     max_attempts: int,
     idempotent: bool,
+    settle: bool = True,
 ) -> list[tuple[Conversation, RunRecord]]:
     """Persist each conversation and record one run per selected analyzer (queued or skipped).
+
+    `settle=False` ignores the analyzers' `trigger.settle_seconds` (`posthoc run` analyses the
+    conversations it was given now, in this process).
 
     Each run is pinned to the conversation version just saved and to a snapshot of its analyzer
     (spec, procedures resolved from the procedure store, brief), so what a worker later runs is
@@ -81,6 +85,8 @@ def record(
         if tenant not in by_tenant:
             by_tenant[tenant] = procedures_for(ledger.procedures, catalog, conversation)
         plans = catalog.plan(conversation, analyzers, max_attempts, by_tenant[tenant])
+        if not settle:
+            plans = [replace(plan, settle_seconds=0.0) for plan in plans]
         prefix = (
             f"{trigger}:{conversation.tenant_id}:{conversation.conversation_id}:{ref.transcript_hash}"
             if idempotent

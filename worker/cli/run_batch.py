@@ -66,6 +66,7 @@ def execute_batch(
             trigger="cli",
             max_attempts=settings.max_attempts,
             idempotent=False,
+            settle=False,  # analysed now, in this process: nothing to wait for
         )
         queued = [run.id for _, run in runs if run.status == "queued"]
         use_routes(routes_from_catalog(catalog) if deliver else None)

@@ -143,3 +143,19 @@ def test_the_worker_says_how_long_a_settling_run_still_waits(
         assert SETTLE - 5 < wait <= SETTLE
     finally:
         service.close()
+
+
+def test_posthoc_run_in_process_does_not_wait_for_the_settle_delay(
+    ledger: Ledger, catalog: Catalog
+) -> None:
+    [(_, run)] = record(
+        ledger,
+        catalog,
+        [conversation(4)],
+        analyzers=None,
+        trigger="cli",
+        max_attempts=3,
+        idempotent=False,
+        settle=False,
+    )
+    assert ledger.claim(run.id, "w", 30) is not None
