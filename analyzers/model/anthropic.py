@@ -1,9 +1,16 @@
 """The Anthropic adapter: `ModelClient` on the official `anthropic` SDK.
 
 This is the only module in posthoc that imports `anthropic`. It always streams, never forces
-`tool_choice` (refused with thinking), asks `model_profiles` for the thinking settings the model
-accepts, and returns assistant content converted with the SDK's own `Message.to_param()`, so
-thinking signatures and redacted thinking go back to the API exactly as received.
+`tool_choice` (refused with thinking) and asks `model_profiles` for the thinking settings the
+model accepts.
+
+The SDK sends the request (auth, headers, connection pool, HTTP status errors), but the stream is
+read from its raw bytes by `analyzers.model.sse`, not through the SDK's per-event models: the same
+request bytes and headers as `client.messages.stream(...)`, the same accumulated message, a
+fraction of the CPU. The body is serialized here, once, with the SDK's own JSON settings and
+`messages.stream`'s key order, so the SDK does not walk and copy it again per request.
+Assistant content comes back as the API sent it (keys as received, nulls dropped, like the SDK's
+`to_param()`), so thinking signatures and redacted thinking go back exactly as received.
 
 Retries are ours, not the SDK's (build the client with `max_retries=0`): the SDK does not retry
 an error that arrives inside a 200 stream, cannot see a stream that stalls while the server keeps
@@ -20,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import itertools
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,8 +39,15 @@ import httpx2
 
 from analyzers.errors import PermanentModelError, RunFailed, TransientModelError
 from analyzers.model.profiles import thinking_params
-from analyzers.model.protocol import JSON, ModelRequest, ModelTurn, StopReason
-from schemas.usage import Usage
+from analyzers.model.protocol import ModelRequest, ModelTurn, StopReason
+from analyzers.model.sse import (
+    MalformedStream,
+    MalformedToolInput,
+    MessageAccumulator,
+    SSEDecoder,
+    StreamedMessage,
+    error_event,
+)
 
 T = TypeVar("T")
 
@@ -44,7 +59,10 @@ _RETRYABLE_STATUSES = frozenset({408, 409, 429})
 _PERMANENT_ERROR_TYPES = frozenset(
     {"invalid_request_error", "authentication_error", "permission_error", "not_found_error"}
 )
-_TOOL_JSON_ERROR = "Unable to parse tool parameter JSON"
+# What `messages.stream(...)` adds to a request's headers; sent too, so the request is the same.
+_STREAM_HEADERS = {"x-stainless-helper-method": "stream", "x-stainless-stream-helper": "messages"}
+# The SDK's body encoding (`anthropic._utils._json.openapi_dumps`) for plain JSON values.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -145,8 +163,10 @@ def _transient_message(error: Exception) -> str | None:
         return f"stream dropped: {error!r}"
     if isinstance(error, _IdleStream | _IncompleteStream):
         return str(error)
-    if isinstance(error, ValueError) and str(error).startswith(_TOOL_JSON_ERROR):
+    if isinstance(error, MalformedToolInput):
         return f"malformed tool input from the model: {error}"
+    if isinstance(error, MalformedStream):
+        return f"malformed stream: {error}"
     return None
 
 
@@ -165,32 +185,16 @@ def _classify(error: Exception) -> _Failure | None:
     return None
 
 
-def _echoable_content(message: anthropic.types.Message) -> list[JSON]:
-    """The assistant content as request params, via the SDK's `to_param()`: thinking blocks keep
-    their signature and redacted thinking its data, byte for byte."""
-    content = message.to_param()["content"]
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    blocks: list[JSON] = []
-    for block in content:
-        if isinstance(block, anthropic.BaseModel):
-            blocks.append(block.to_dict(mode="json", exclude_none=True))
-        else:
-            blocks.append(dict(cast(Mapping[str, Any], block)))
-    return blocks
-
-
-def _usage(usage: anthropic.types.Usage) -> Usage:
-    return Usage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
-        cache_read_input_tokens=usage.cache_read_input_tokens or 0,
-        # Priced higher than 5-minute writes: keep the split the API reports.
-        cache_creation_1h_input_tokens=(
-            usage.cache_creation.ephemeral_1h_input_tokens if usage.cache_creation else 0
-        ),
-    )
+def _stream_body(request: ModelRequest) -> bytes:
+    """The JSON body `messages.stream(max_tokens=..., **_request_params(request))` sends: its
+    keys in that method's order, `stream: true` last, encoded as the SDK encodes a body."""
+    params = _request_params(request)
+    body: dict[str, Any] = {"max_tokens": request.max_tokens}
+    for key in ("messages", "model", "output_config", "system", "tools", "thinking"):
+        if key in params:
+            body[key] = params[key]
+    body["stream"] = True
+    return _ENCODER.encode(body).encode()
 
 
 def _request_params(request: ModelRequest) -> dict[str, Any]:
@@ -264,14 +268,13 @@ class AnthropicModel:
             raise PermanentModelError(
                 f"the model stopped for an unsupported reason: {stop_reason!r}"
             )
-        details = message.stop_details
         return ModelTurn(
-            content=_echoable_content(message),
-            stop_reason=stop_reason,
-            usage=_usage(message.usage),
-            model=str(message.model),
+            content=message.content,
+            stop_reason=cast(StopReason, stop_reason),
+            usage=message.usage,
+            model=message.model,
             message_id=message.id,
-            stop_details=details.to_dict(mode="json") if details is not None else None,
+            stop_details=message.stop_details,
             duration_s=self._clock() - started,
         )
 
@@ -284,7 +287,7 @@ class AnthropicModel:
     def _time_left(self, request: ModelRequest) -> float | None:
         return None if request.deadline is None else request.deadline - self._clock()
 
-    async def _stream_once(self, request: ModelRequest) -> anthropic.types.Message:
+    async def _stream_once(self, request: ModelRequest) -> StreamedMessage:
         """Stream one call, giving up after `idle_timeout` (to 1.5 times that) without an
         event, or at the deadline, whichever comes first."""
         loop = asyncio.get_running_loop()
@@ -304,16 +307,25 @@ class AnthropicModel:
             if when is None or when - now < request.idle_timeout:
                 timer.reschedule(now + 1.5 * request.idle_timeout)
 
-        params = _request_params(request)
+        body = _stream_body(request)
+        client = next(self._next_client)
         try:
             async with asyncio.timeout(None) as timer:
                 arm(timer)
-                async with next(self._next_client).messages.stream(
-                    max_tokens=request.max_tokens, **params
-                ) as stream:
-                    async for _event in stream:
-                        arm(timer)
-                    message: anthropic.types.Message = await stream.get_final_message()
+                # `cast_to=httpx2.Response` makes the SDK hand back the unread 2xx response
+                # (`_process_response`); an error status is raised as the SDK's status error.
+                response = cast(
+                    httpx2.Response,
+                    await client.post(
+                        "/v1/messages",
+                        cast_to=httpx2.Response,
+                        content=body,
+                        options=cast(Any, self._options(client)),
+                        stream=True,
+                        stream_cls=anthropic.AsyncStream[Any],
+                    ),
+                )
+                message = await _read_stream(client, response, lambda: arm(timer))
         except TimeoutError as error:
             if not timer.expired():
                 raise
@@ -325,6 +337,16 @@ class AnthropicModel:
         if message.stop_reason is None:
             raise _IncompleteStream(f"stream of {message.id!r} ended without a stop reason")
         return message
+
+    @staticmethod
+    def _options(client: anthropic.AsyncAnthropic) -> dict[str, Any]:
+        """Request options: `messages.stream`'s headers and, where the client sends no
+        idempotency header (the Anthropic API has none), a fixed key, which only spares the SDK
+        a `uuid4()` per request it would never send."""
+        options: dict[str, Any] = {"headers": _STREAM_HEADERS}
+        if client._idempotency_header is None:  # checked: the key stays unsent
+            options["idempotency_key"] = "unsent"
+        return options
 
     async def _count_once(self, request: ModelRequest) -> anthropic.types.MessageTokensCount:
         left = self._time_left(request)
@@ -396,6 +418,45 @@ class AnthropicModel:
             if self._on_retry is not None:
                 self._on_retry(failure.cause)
             await self._sleep(delay)
+
+
+async def _read_stream(
+    client: anthropic.AsyncAnthropic, response: httpx2.Response, on_event: Callable[[], None]
+) -> StreamedMessage:
+    """Read a 200 stream to its end into a message. `on_event` runs for each chunk that brings
+    an event other than a ping (pings must not keep a stalled stream alive). An `error` event
+    raises the SDK's status error for it, as the SDK's own stream would."""
+    decoder = SSEDecoder()
+    accumulator = MessageAccumulator()
+    add = accumulator.add
+    loads = json.loads
+    try:
+        async for chunk in response.aiter_bytes():
+            events = decoder.feed(chunk)
+            if not events:
+                continue
+            alive = False
+            for name, data in events:
+                if name is None or name == "ping":
+                    continue
+                if name == "error":
+                    error = error_event(data)
+                    raise client._make_status_error(  # the SDK's own translation
+                        str(error), body=error.body, response=response
+                    )
+                alive = True
+                if not data:
+                    continue
+                try:
+                    parsed = loads(data)
+                except ValueError as error:
+                    raise MalformedStream(f"{name} event data is not JSON: {error}") from None
+                add(parsed)
+            if alive:
+                on_event()
+    finally:
+        await response.aclose()
+    return accumulator.message()
 
 
 def build_anthropic_model(
