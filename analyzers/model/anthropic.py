@@ -61,6 +61,26 @@ _PERMANENT_ERROR_TYPES = frozenset(
 )
 # What `messages.stream(...)` adds to a request's headers; sent too, so the request is the same.
 _STREAM_HEADERS = {"x-stainless-helper-method": "stream", "x-stainless-stream-helper": "messages"}
+# The order in which `messages.stream` (anthropic 2.11) lays out the body's keys.
+_STREAM_BODY_ORDER = (
+    "max_tokens",
+    "messages",
+    "model",
+    "cache_control",
+    "diagnostics",
+    "inference_geo",
+    "metadata",
+    "output_config",
+    "container",
+    "service_tier",
+    "speed",
+    "stop_sequences",
+    "system",
+    "tools",
+    "thinking",
+    "tool_choice",
+    "stream",
+)
 # The SDK's body encoding (`anthropic._utils._json.openapi_dumps`) for plain JSON values.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
@@ -188,12 +208,11 @@ def _classify(error: Exception) -> _Failure | None:
 def _stream_body(request: ModelRequest) -> bytes:
     """The JSON body `messages.stream(max_tokens=..., **_request_params(request))` sends: its
     keys in that method's order, `stream: true` last, encoded as the SDK encodes a body."""
-    params = _request_params(request)
-    body: dict[str, Any] = {"max_tokens": request.max_tokens}
-    for key in ("messages", "model", "output_config", "system", "tools", "thinking"):
-        if key in params:
-            body[key] = params[key]
-    body["stream"] = True
+    params = {"max_tokens": request.max_tokens, **_request_params(request), "stream": True}
+    unordered = params.keys() - _STREAM_BODY_ORDER
+    if unordered:  # a new parameter: place it where messages.stream does before sending it
+        raise TypeError(f"no place in the stream body for {sorted(unordered)}")
+    body = {key: params[key] for key in _STREAM_BODY_ORDER if key in params}
     return _ENCODER.encode(body).encode()
 
 
