@@ -486,6 +486,7 @@ def build_anthropic_model(
     connect_timeout: float = 5.0,
     max_call_attempts: int = 3,
     pools: int = 8,
+    max_idle_connections: int = 64,
     on_retry: Callable[[str], object] | None = None,
 ) -> AnthropicModel:
     """An `AnthropicModel` with its own SDK clients (SDK retries off: the adapter owns them).
@@ -494,14 +495,26 @@ def build_anthropic_model(
     `ANTHROPIC_BASE_URL`. `timeout` is the HTTP read timeout per socket read; the adapter's idle
     timeout and deadline bound a call as a whole. `pools` clients share the calls round robin,
     each with its own connection pool.
+
+    `max_idle_connections` bounds the idle (keep-alive) connections kept over all pools. Every
+    request added to or released from a pool makes it scan its connections and probe each idle
+    one's socket (a poll and a getpeername); with the SDK's default of 100 idle per pool, a
+    worker past a burst of hundreds of streams probed ~60 idle sockets per pool twice per
+    request. With the bound a pool keeps at most `max_idle_connections / pools` (at least 1)
+    idle and closes the surplus; a burst larger than that opens new connections instead.
     """
+    pools = max(pools, 1)
+    idle_per_pool = max(1, max_idle_connections // pools)
+    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=idle_per_pool)
+    http_timeout = anthropic.Timeout(timeout, connect=connect_timeout)
     clients = [
         anthropic.AsyncAnthropic(
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
-            timeout=anthropic.Timeout(timeout, connect=connect_timeout),
+            timeout=http_timeout,
+            http_client=anthropic.DefaultAsyncHttpxClient(limits=limits, timeout=http_timeout),
         )
-        for _ in range(max(pools, 1))
+        for _ in range(pools)
     ]
     return AnthropicModel(clients, max_call_attempts=max_call_attempts, on_retry=on_retry)
