@@ -205,7 +205,7 @@ def _classify(error: Exception) -> _Failure | None:
     return None
 
 
-def _stream_body(request: ModelRequest) -> bytes:
+def stream_body(request: ModelRequest) -> bytes:
     """The JSON body `messages.stream(max_tokens=..., **_request_params(request))` sends: its
     keys in that method's order, `stream: true` last, encoded as the SDK encodes a body."""
     params = {"max_tokens": request.max_tokens, **_request_params(request), "stream": True}
@@ -326,7 +326,7 @@ class AnthropicModel:
             if when is None or when - now < request.idle_timeout:
                 timer.reschedule(now + 1.5 * request.idle_timeout)
 
-        body = _stream_body(request)
+        body = stream_body(request)
         client = next(self._next_client)
         try:
             async with asyncio.timeout(None) as timer:
