@@ -507,13 +507,17 @@ def build_anthropic_model(
     idle_per_pool = max(1, max_idle_connections // pools)
     limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=idle_per_pool)
     http_timeout = anthropic.Timeout(timeout, connect=connect_timeout)
+    # One TLS context for every pool: loading the CA bundle costs ~25 ms of CPU per context.
+    tls = httpx2.create_ssl_context()
     clients = [
         anthropic.AsyncAnthropic(
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
             timeout=http_timeout,
-            http_client=anthropic.DefaultAsyncHttpxClient(limits=limits, timeout=http_timeout),
+            http_client=anthropic.DefaultAsyncHttpxClient(
+                limits=limits, timeout=http_timeout, verify=tls
+            ),
         )
         for _ in range(pools)
     ]
