@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from analyzers.fakes import FakeReply, RedactedThinking, Text, Thinking, ToolCall
 from analyzers.fakes.sse import Signer, build_message, encode_event, stream_events
+from analyzers.model import sse
 from analyzers.model.anthropic import AnthropicModel, _request_params
 from analyzers.model.protocol import ModelRequest
 from analyzers.model.sse import (
@@ -43,7 +44,7 @@ USAGE: JSON = {
     "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 2000},
 }
 FUZZ = settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 
 
@@ -179,11 +180,20 @@ def test_any_chunking_of_a_valid_stream_gives_what_the_sdk_accumulates(
 
     whole = read([raw])
     chunked = read(cut(raw, points))
-    bytewise = read([raw[i : i + 1] for i in range(len(raw))]) if len(raw) < 3000 else whole
 
     assert our_view(whole) == sdk_view(events)
     assert our_view(chunked) == our_view(whole)
-    assert our_view(bytewise) == our_view(whole)
+
+
+def test_a_stream_fed_one_byte_at_a_time_reads_the_same() -> None:
+    reply = FakeReply(
+        [Thinking("Plan."), RedactedThinking(), Text("Done."), ToolCall("t", {"a": [1, None]})]
+    )
+    raw, events = wire(reply, line_end=b"\r\n")
+
+    bytewise = read([raw[i : i + 1] for i in range(len(raw))])
+
+    assert our_view(bytewise) == sdk_view(events)
 
 
 @FUZZ
@@ -304,13 +314,15 @@ def test_wrong_events_name_the_problem(events: list[object], problem: str) -> No
         feed_all()
 
 
-def test_a_line_without_end_is_refused_not_buffered_forever() -> None:
+def test_a_line_without_end_is_refused_not_buffered_forever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sse, "MAX_LINE_BYTES", 4096)
     decoder = SSEDecoder()
-    chunk = b"x" * (1 << 20)
-    for _ in range(16):
-        assert decoder.feed(chunk) == []
-    with pytest.raises(MalformedStream, match="longer than"):
-        decoder.feed(chunk)
+    for _ in range(4):
+        assert decoder.feed(b"x" * 1024) == []
+    with pytest.raises(MalformedStream, match="longer than 4096 bytes"):
+        decoder.feed(b"x")
 
 
 def test_malformed_tool_json_names_the_block_not_the_text() -> None:
