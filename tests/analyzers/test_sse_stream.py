@@ -22,6 +22,7 @@ from anthropic.lib.streaming._messages import accumulate_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from analyzers.errors import TransientModelError
 from analyzers.fakes import FakeReply, RedactedThinking, Text, Thinking, ToolCall
 from analyzers.fakes.sse import Signer, build_message, encode_event, stream_events
 from analyzers.model import sse
@@ -408,3 +409,72 @@ def test_the_adapter_sends_the_bytes_and_headers_of_messages_stream(request: Mod
     assert ours.url == sdks.url
     assert list(ours.headers.items()) == list(sdks.headers.items())
     assert json.loads(ours.content)["stream"] is True
+
+
+# -- a connection that drops in the middle of an event ------------------------------------------
+
+
+def served(responses: list[httpx2.Response]) -> tuple[list[str], list[httpx2.Request]]:
+    """The text of each turn the adapter returns for REQUEST when the server answers with
+    `responses` in turn (one call, up to three attempts), and the requests it received."""
+    seen: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return responses[len(seen) - 1]
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    async def main() -> list[str]:
+        http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+        client = anthropic.AsyncAnthropic(
+            api_key="k", base_url="http://api.test", max_retries=0, http_client=http
+        )
+        model = AnthropicModel(client, sleep=no_wait)
+        try:
+            return [(await model.complete(PLAIN)).text()]
+        finally:
+            await model.aclose()
+
+    return asyncio.run(main()), seen
+
+
+PLAIN = ModelRequest(
+    model="claude-sonnet-4-6",
+    max_tokens=256,
+    system=[],
+    messages=[{"role": "user", "content": "hi"}],
+)
+
+
+def streamed(raw: bytes, *, then: Exception | None = None) -> httpx2.Response:
+    async def body() -> Any:
+        yield raw
+        if then is not None:
+            raise then
+
+    return httpx2.Response(200, content=body(), headers={"content-type": "text/event-stream"})
+
+
+@pytest.mark.parametrize(
+    "drop", ["mid_line_clean_end", "mid_line_reset", "before_message_start_reset"]
+)
+def test_a_stream_cut_in_the_middle_of_an_event_is_retried(drop: str) -> None:
+    raw, _ = wire(FakeReply([Text("whole answer")]))
+    middle = raw.index(b"content_block_delta") + 25  # inside an event's data line
+    cut_at = 10 if drop.startswith("before") else middle
+    reset = httpx2.ReadError("connection reset") if drop.endswith("reset") else None
+
+    texts, seen = served([streamed(raw[:cut_at], then=reset), streamed(raw)])
+
+    assert texts == ["whole answer"]
+    assert len(seen) == 2
+    assert seen[0].content == seen[1].content  # the retry sends the same bytes
+
+
+def test_garbage_in_every_attempt_is_a_transient_error_naming_the_problem() -> None:
+    garbage = b"event: message_start\ndata: {not json\n\n"
+
+    with pytest.raises(TransientModelError, match="malformed stream: message_start event data"):
+        served([streamed(garbage) for _ in range(3)])
