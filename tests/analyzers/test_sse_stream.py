@@ -478,3 +478,21 @@ def test_garbage_in_every_attempt_is_a_transient_error_naming_the_problem() -> N
 
     with pytest.raises(TransientModelError, match="malformed stream: message_start event data"):
         served([streamed(garbage) for _ in range(3)])
+
+
+def test_no_idempotency_key_is_generated_for_a_header_the_api_does_not_take(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SDK makes a uuid4 key per request, but sends it only under an idempotency header,
+    which the Anthropic client has none of: the adapter spares it (same bytes on the wire)."""
+
+    def no_uuid() -> None:
+        raise AssertionError("uuid4 called")
+
+    monkeypatch.setattr("anthropic._base_client.uuid.uuid4", no_uuid)
+
+    request = capture(lambda client: via_adapter(client, PLAIN))
+
+    assert not any("idempotency" in name.lower() for name in request.headers)
+    with pytest.raises(AssertionError, match="uuid4 called"):
+        capture(lambda client: via_sdk_stream(client, PLAIN))
