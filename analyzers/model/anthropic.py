@@ -486,7 +486,7 @@ def build_anthropic_model(
     connect_timeout: float = 5.0,
     max_call_attempts: int = 3,
     pools: int = 8,
-    max_idle_connections: int = 64,
+    max_idle_connections: int = 128,
     on_retry: Callable[[str], object] | None = None,
 ) -> AnthropicModel:
     """An `AnthropicModel` with its own SDK clients (SDK retries off: the adapter owns them).
@@ -501,7 +501,8 @@ def build_anthropic_model(
     one's socket (a poll and a getpeername); with the SDK's default of 100 idle per pool, a
     worker past a burst of hundreds of streams probed ~60 idle sockets per pool twice per
     request. With the bound a pool keeps at most `max_idle_connections / pools` (at least 1)
-    idle and closes the surplus; a burst larger than that opens new connections instead.
+    idle and closes the surplus; a burst larger than that opens new connections instead (a TLS
+    handshake each against the real API, so the bound is not set lower than 16 per pool).
     """
     pools = max(pools, 1)
     idle_per_pool = max(1, max_idle_connections // pools)
