@@ -502,7 +502,7 @@ def build_anthropic_model(
     worker past a burst of hundreds of streams probed ~60 idle sockets per pool twice per
     request. With the bound a pool keeps at most `max_idle_connections / pools` (at least 1)
     idle and closes the surplus; a burst larger than that opens new connections instead (a TLS
-    handshake each against the real API, so the bound is not set lower than 16 per pool).
+    handshake each against the real API: hence a default of 16 per pool, not fewer).
     """
     pools = max(pools, 1)
     idle_per_pool = max(1, max_idle_connections // pools)
