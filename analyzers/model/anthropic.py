@@ -168,8 +168,8 @@ def _transient_cause(error: Exception) -> str:
         return "timeout"
     if isinstance(error, anthropic.APIConnectionError):
         return "connection"
-    if isinstance(error, httpx2.TransportError | _IncompleteStream):
-        return "stream_dropped"
+    if isinstance(error, httpx2.TransportError | _IncompleteStream | MalformedStream):
+        return "stream_dropped"  # a garbled stream counts with the cut ones: it was unusable
     if isinstance(error, _IdleStream):
         return "idle_stream"
     return "malformed_tool_input"
