@@ -12,6 +12,7 @@ the adapter and the runtime, never uvicorn, SSE rendering or the cache simulatio
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import statistics
 import sys
@@ -22,6 +23,8 @@ from datetime import timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+import httpx2
 
 from analyzers.definitions.loading import load_paths
 from analyzers.fakes import FakeMessagesAPI, Responder, serve_fake_messages_api
@@ -78,6 +81,40 @@ def median(values: Sequence[float]) -> float:
 def verdict(met: bool) -> str:
     """How a benchmark says whether its goal is met."""
     return "MET" if met else "NOT MET"
+
+
+# -- the raw-HTTP floor of a model call ----------------------------------------------------------
+
+
+def floor_headers(api_key: str) -> dict[str, str]:
+    """The headers the Messages API needs, and nothing the SDK adds for itself."""
+    return {
+        "x-api-key": api_key,
+        "anthropic-version": "2026-10-21",
+        "content-type": "application/json",
+        "accept": "application/json",
+    }
+
+
+async def raw_http_model_call(
+    client: httpx2.AsyncClient, url: str, body: bytes, headers: dict[str, str]
+) -> int:
+    """The raw-HTTP floor of one streamed model call: one POST of `body` on a keep-alive
+    `httpx2.AsyncClient`, the response's SSE `data:` lines parsed as JSON, nothing else (no
+    accumulation, no retries, no models). Returns the number of events, so nothing is skipped.
+
+    Benchmarks compare the model adapter's (and the worker's) CPU per call against this, in the
+    same process and run, with the same body bytes (`analyzers.model.anthropic.stream_body`).
+    """
+    events = 0
+    async with client.stream("POST", url, content=body, headers=headers) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"the floor's POST got HTTP {response.status_code}")
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                json.loads(line[5:])
+                events += 1
+    return events
 
 
 # -- the fake Messages API in a child process -------------------------------------------------

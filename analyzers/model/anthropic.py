@@ -1,9 +1,16 @@
 """The Anthropic adapter: `ModelClient` on the official `anthropic` SDK.
 
 This is the only module in posthoc that imports `anthropic`. It always streams, never forces
-`tool_choice` (refused with thinking), asks `model_profiles` for the thinking settings the model
-accepts, and returns assistant content converted with the SDK's own `Message.to_param()`, so
-thinking signatures and redacted thinking go back to the API exactly as received.
+`tool_choice` (refused with thinking) and asks `model_profiles` for the thinking settings the
+model accepts.
+
+The SDK sends the request (auth, headers, connection pool, HTTP status errors), but the stream is
+read from its raw bytes by `analyzers.model.sse`, not through the SDK's per-event models: the same
+request bytes and headers as `client.messages.stream(...)`, the same accumulated message, a
+fraction of the CPU. The body is serialized here, once, with the SDK's own JSON settings and
+`messages.stream`'s key order, so the SDK does not walk and copy it again per request.
+Assistant content comes back as the API sent it (keys as received, nulls dropped, like the SDK's
+`to_param()`), so thinking signatures and redacted thinking go back exactly as received.
 
 Retries are ours, not the SDK's (build the client with `max_retries=0`): the SDK does not retry
 an error that arrives inside a 200 stream, cannot see a stream that stalls while the server keeps
@@ -20,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import itertools
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -33,6 +41,14 @@ from analyzers.errors import ModelError, PermanentModelError, RunFailed, Transie
 from analyzers.model.batching import BatchingModel
 from analyzers.model.profiles import thinking_params
 from analyzers.model.protocol import JSON, ModelRequest, ModelTurn, StopReason
+from analyzers.model.sse import (
+    MalformedStream,
+    MalformedToolInput,
+    MessageAccumulator,
+    SSEDecoder,
+    StreamedMessage,
+    error_event,
+)
 from schemas.usage import Usage
 
 T = TypeVar("T")
@@ -45,7 +61,30 @@ _RETRYABLE_STATUSES = frozenset({408, 409, 429})
 _PERMANENT_ERROR_TYPES = frozenset(
     {"invalid_request_error", "authentication_error", "permission_error", "not_found_error"}
 )
-_TOOL_JSON_ERROR = "Unable to parse tool parameter JSON"
+# What `messages.stream(...)` adds to a request's headers; sent too, so the request is the same.
+_STREAM_HEADERS = {"x-stainless-helper-method": "stream", "x-stainless-stream-helper": "messages"}
+# The order in which `messages.stream` (anthropic 2.11) lays out the body's keys.
+_STREAM_BODY_ORDER = (
+    "max_tokens",
+    "messages",
+    "model",
+    "cache_control",
+    "diagnostics",
+    "inference_geo",
+    "metadata",
+    "output_config",
+    "container",
+    "service_tier",
+    "speed",
+    "stop_sequences",
+    "system",
+    "tools",
+    "thinking",
+    "tool_choice",
+    "stream",
+)
+# The SDK's body encoding (`anthropic._utils._json.openapi_dumps`) for plain JSON values.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -131,8 +170,8 @@ def _transient_cause(error: Exception) -> str:
         return "timeout"
     if isinstance(error, anthropic.APIConnectionError):
         return "connection"
-    if isinstance(error, httpx2.TransportError | _IncompleteStream):
-        return "stream_dropped"
+    if isinstance(error, httpx2.TransportError | _IncompleteStream | MalformedStream):
+        return "stream_dropped"  # a garbled stream counts with the cut ones: it was unusable
     if isinstance(error, _IdleStream):
         return "idle_stream"
     return "malformed_tool_input"
@@ -146,8 +185,10 @@ def _transient_message(error: Exception) -> str | None:
         return f"stream dropped: {error!r}"
     if isinstance(error, _IdleStream | _IncompleteStream):
         return str(error)
-    if isinstance(error, ValueError) and str(error).startswith(_TOOL_JSON_ERROR):
+    if isinstance(error, MalformedToolInput):
         return f"malformed tool input from the model: {error}"
+    if isinstance(error, MalformedStream):
+        return f"malformed stream: {error}"
     return None
 
 
@@ -166,32 +207,15 @@ def _classify(error: Exception) -> _Failure | None:
     return None
 
 
-def _echoable_content(message: anthropic.types.Message) -> list[JSON]:
-    """The assistant content as request params, via the SDK's `to_param()`: thinking blocks keep
-    their signature and redacted thinking its data, byte for byte."""
-    content = message.to_param()["content"]
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    blocks: list[JSON] = []
-    for block in content:
-        if isinstance(block, anthropic.BaseModel):
-            blocks.append(block.to_dict(mode="json", exclude_none=True))
-        else:
-            blocks.append(dict(cast(Mapping[str, Any], block)))
-    return blocks
-
-
-def _usage(usage: anthropic.types.Usage) -> Usage:
-    return Usage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
-        cache_read_input_tokens=usage.cache_read_input_tokens or 0,
-        # Priced higher than 5-minute writes: keep the split the API reports.
-        cache_creation_1h_input_tokens=(
-            usage.cache_creation.ephemeral_1h_input_tokens if usage.cache_creation else 0
-        ),
-    )
+def stream_body(request: ModelRequest) -> bytes:
+    """The JSON body `messages.stream(max_tokens=..., **_request_params(request))` sends: its
+    keys in that method's order, `stream: true` last, encoded as the SDK encodes a body."""
+    params = {"max_tokens": request.max_tokens, **_request_params(request), "stream": True}
+    unordered = params.keys() - _STREAM_BODY_ORDER
+    if unordered:  # a new parameter: place it where messages.stream does before sending it
+        raise TypeError(f"no place in the stream body for {sorted(unordered)}")
+    body = {key: params[key] for key in _STREAM_BODY_ORDER if key in params}
+    return _ENCODER.encode(body).encode()
 
 
 def _request_params(request: ModelRequest) -> dict[str, Any]:
@@ -265,14 +289,13 @@ class AnthropicModel:
             raise PermanentModelError(
                 f"the model stopped for an unsupported reason: {stop_reason!r}"
             )
-        details = message.stop_details
         return ModelTurn(
-            content=_echoable_content(message),
-            stop_reason=stop_reason,
-            usage=_usage(message.usage),
-            model=str(message.model),
+            content=message.content,
+            stop_reason=cast(StopReason, stop_reason),
+            usage=message.usage,
+            model=message.model,
             message_id=message.id,
-            stop_details=details.to_dict(mode="json") if details is not None else None,
+            stop_details=message.stop_details,
             duration_s=self._clock() - started,
         )
 
@@ -285,7 +308,7 @@ class AnthropicModel:
     def _time_left(self, request: ModelRequest) -> float | None:
         return None if request.deadline is None else request.deadline - self._clock()
 
-    async def _stream_once(self, request: ModelRequest) -> anthropic.types.Message:
+    async def _stream_once(self, request: ModelRequest) -> StreamedMessage:
         """Stream one call, giving up after `idle_timeout` (to 1.5 times that) without an
         event, or at the deadline, whichever comes first."""
         loop = asyncio.get_running_loop()
@@ -305,16 +328,25 @@ class AnthropicModel:
             if when is None or when - now < request.idle_timeout:
                 timer.reschedule(now + 1.5 * request.idle_timeout)
 
-        params = _request_params(request)
+        body = stream_body(request)
+        client = next(self._next_client)
         try:
             async with asyncio.timeout(None) as timer:
                 arm(timer)
-                async with next(self._next_client).messages.stream(
-                    max_tokens=request.max_tokens, **params
-                ) as stream:
-                    async for _event in stream:
-                        arm(timer)
-                    message: anthropic.types.Message = await stream.get_final_message()
+                # `cast_to=httpx2.Response` makes the SDK hand back the unread 2xx response
+                # (`_process_response`); an error status is raised as the SDK's status error.
+                response = cast(
+                    httpx2.Response,
+                    await client.post(
+                        "/v1/messages",
+                        cast_to=httpx2.Response,
+                        content=body,
+                        options=cast(Any, self._options(client)),
+                        stream=True,
+                        stream_cls=anthropic.AsyncStream[Any],
+                    ),
+                )
+                message = await _read_stream(client, response, lambda: arm(timer))
         except TimeoutError as error:
             if not timer.expired():
                 raise
@@ -326,6 +358,16 @@ class AnthropicModel:
         if message.stop_reason is None:
             raise _IncompleteStream(f"stream of {message.id!r} ended without a stop reason")
         return message
+
+    @staticmethod
+    def _options(client: anthropic.AsyncAnthropic) -> dict[str, Any]:
+        """Request options: `messages.stream`'s headers and, where the client sends no
+        idempotency header (the Anthropic API has none), a fixed key, which only spares the SDK
+        a `uuid4()` per request it would never send."""
+        options: dict[str, Any] = {"headers": _STREAM_HEADERS}
+        if client._idempotency_header is None:  # checked: the key stays unsent
+            options["idempotency_key"] = "unsent"
+        return options
 
     async def _count_once(self, request: ModelRequest) -> anthropic.types.MessageTokensCount:
         left = self._time_left(request)
@@ -397,6 +439,35 @@ class AnthropicModel:
             if self._on_retry is not None:
                 self._on_retry(failure.cause)
             await self._sleep(delay)
+
+
+def _echoable_content(message: anthropic.types.Message) -> list[JSON]:
+    """A batch result's assistant content as request params, via the SDK's `to_param()`:
+    thinking blocks keep their signature and redacted thinking its data, byte for byte. (Batch
+    results arrive whole, as SDK models; streamed turns are read from the raw SSE instead.)"""
+    content = message.to_param()["content"]
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    blocks: list[JSON] = []
+    for block in content:
+        if isinstance(block, anthropic.BaseModel):
+            blocks.append(block.to_dict(mode="json", exclude_none=True))
+        else:
+            blocks.append(dict(cast(Mapping[str, Any], block)))
+    return blocks
+
+
+def _usage(usage: anthropic.types.Usage) -> Usage:
+    return Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+        cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+        # Priced higher than 5-minute writes: keep the split the API reports.
+        cache_creation_1h_input_tokens=(
+            usage.cache_creation.ephemeral_1h_input_tokens if usage.cache_creation else 0
+        ),
+    )
 
 
 class AnthropicBatches:
@@ -489,6 +560,45 @@ class AnthropicBatches:
             ) from error
 
 
+async def _read_stream(
+    client: anthropic.AsyncAnthropic, response: httpx2.Response, on_event: Callable[[], None]
+) -> StreamedMessage:
+    """Read a 200 stream to its end into a message. `on_event` runs for each chunk that brings
+    an event other than a ping (pings must not keep a stalled stream alive). An `error` event
+    raises the SDK's status error for it, as the SDK's own stream would."""
+    decoder = SSEDecoder()
+    accumulator = MessageAccumulator()
+    add = accumulator.add
+    loads = json.loads
+    try:
+        async for chunk in response.aiter_bytes():
+            events = decoder.feed(chunk)
+            if not events:
+                continue
+            alive = False
+            for name, data in events:
+                if name is None or name == "ping":
+                    continue
+                if name == "error":
+                    error = error_event(data)
+                    raise client._make_status_error(  # the SDK's own translation
+                        str(error), body=error.body, response=response
+                    )
+                alive = True
+                if not data:
+                    continue
+                try:
+                    parsed = loads(data)
+                except ValueError as error:
+                    raise MalformedStream(f"{name} event data is not JSON: {error}") from None
+                add(parsed)
+            if alive:
+                on_event()
+    finally:
+        await response.aclose()
+    return accumulator.message()
+
+
 def build_anthropic_model(
     api_key: str | None = None,
     base_url: str | None = None,
@@ -497,6 +607,7 @@ def build_anthropic_model(
     connect_timeout: float = 5.0,
     max_call_attempts: int = 3,
     pools: int = 8,
+    max_idle_connections: int = 128,
     on_retry: Callable[[str], object] | None = None,
 ) -> AnthropicModel:
     """An `AnthropicModel` with its own SDK clients (SDK retries off: the adapter owns them).
@@ -505,15 +616,32 @@ def build_anthropic_model(
     `ANTHROPIC_BASE_URL`. `timeout` is the HTTP read timeout per socket read; the adapter's idle
     timeout and deadline bound a call as a whole. `pools` clients share the calls round robin,
     each with its own connection pool.
+
+    `max_idle_connections` bounds the idle (keep-alive) connections kept over all pools. Every
+    request added to or released from a pool makes it scan its connections and probe each idle
+    one's socket (a poll and a getpeername); with the SDK's default of 100 idle per pool, a
+    worker past a burst of hundreds of streams probed ~60 idle sockets per pool twice per
+    request. With the bound a pool keeps at most `max_idle_connections / pools` (at least 1)
+    idle and closes the surplus; a burst larger than that opens new connections instead (a TLS
+    handshake each against the real API: hence a default of 16 per pool, not fewer).
     """
+    pools = max(pools, 1)
+    idle_per_pool = max(1, max_idle_connections // pools)
+    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=idle_per_pool)
+    http_timeout = anthropic.Timeout(timeout, connect=connect_timeout)
+    # One TLS context for every pool: loading the CA bundle costs ~25 ms of CPU per context.
+    tls = httpx2.create_ssl_context()
     clients = [
         anthropic.AsyncAnthropic(
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
-            timeout=anthropic.Timeout(timeout, connect=connect_timeout),
+            timeout=http_timeout,
+            http_client=anthropic.DefaultAsyncHttpxClient(
+                limits=limits, timeout=http_timeout, verify=tls
+            ),
         )
-        for _ in range(max(pools, 1))
+        for _ in range(pools)
     ]
     return AnthropicModel(clients, max_call_attempts=max_call_attempts, on_retry=on_retry)
 
