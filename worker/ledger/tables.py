@@ -296,3 +296,39 @@ webhook_deliveries = sa.Table(
     sa.Index("ix_webhook_deliveries_source_event_id", "source", "event_id"),
     sa.Index("ix_webhook_deliveries_received_at", "received_at"),
 )
+
+# Schedules (`posthoc beat`): the lease that lets one beat fire at a time across the fleet, and
+# one row per firing under (schedule, scheduled time), so a restarted or second beat never
+# fires a slot twice.
+scheduler_leases = sa.Table(
+    "scheduler_leases",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("acquired_at", UtcDateTime(), nullable=False),
+    sa.Column("renewed_at", UtcDateTime(), nullable=False),
+)
+
+FIRING_STATES = ("firing", "fired", "failed")
+"""firing: claimed, its action under way (a beat that dies here leaves it for the next
+leaseholder to finish; the action is idempotent by (schedule, slot)); fired: done, with what it
+recorded in `detail`; failed: the action could not be done (the reason in `error`)."""
+
+schedule_firings = sa.Table(
+    "schedule_firings",
+    metadata,
+    sa.Column("id", BigPk, primary_key=True, autoincrement=True),
+    sa.Column("schedule", sa.String(200), nullable=False),
+    sa.Column("scheduled_for", UtcDateTime(), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("claimed_at", UtcDateTime(), nullable=False),
+    sa.Column("finished_at", UtcDateTime()),
+    sa.Column("detail", _json()),
+    sa.Column("error", sa.Text()),
+    sa.UniqueConstraint("schedule", "scheduled_for"),
+    sa.CheckConstraint(_one_of("status", FIRING_STATES), name="status"),
+    sa.Index(None, "status", "claimed_at"),
+)
