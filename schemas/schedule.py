@@ -112,9 +112,10 @@ class ScheduleSpec(Contract):
     """A schedule: when to fire and what to do. Exactly one of `cron` and `interval`, and
     exactly one of `rerun` and `standalone`.
 
-    `missed_grace`: after downtime (no beat running), a schedule fires once, for its latest
-    missed slot, when that slot is at most this old; older missed slots are not fired and the
-    schedule continues with its next slot. Earlier missed slots are never fired one by one.
+    `missed_grace`: a slot missed while no beat could fire (downtime, or the lease passing
+    from a dead beat to another) still fires, once, when it is at most this old; older missed
+    slots are skipped and the schedule goes on with its next slot. A schedule that has never
+    fired starts with its latest slot only.
     """
 
     kind: Literal["schedule"] = "schedule"

@@ -23,9 +23,9 @@ from analyzers.runtime.prompt import (
 )
 from analyzers.runtime.session import ContextOverflow, RunOptions, Session, output_tools
 from analyzers.tools.base import JSON, ReadCoverage, Tool
-from analyzers.tools.conversation import builtin_tools, render_turn
+from analyzers.tools.conversation import render_turn
 from analyzers.tools.http import HttpToolRunner
-from analyzers.tools.stored_results import RESULTS_TOOL_NAMES, results_tools
+from analyzers.tools.stored_results import named_tools
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure
@@ -196,12 +196,9 @@ def _open_session(
     # Only what this analyzer may call is offered. The three built-ins (same readers, one
     # shared `record_output`) so send the same tool list, which starts the cached prefix; an
     # analyzer with HTTP tools or procedures has its own prefix.
-    named = [t for t in spec.tools if isinstance(t, str)]
     tools: dict[str, Tool] = {
-        tool.name: tool
-        for tool in builtin_tools([name for name in named if name not in RESULTS_TOOL_NAMES])
+        tool.name: tool for tool in named_tools([t for t in spec.tools if isinstance(t, str)])
     }
-    tools.update({tool.name: tool for tool in results_tools(named)})
     for http_tool in spec.http_tools():
         tools[http_tool.name] = HttpToolRunner(http_tool)
     record, aliases = output_tools(spec, recorder)

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from analyzers.tools.base import JSON, Tool, ToolContext, ToolKind, ToolOutcome
-from analyzers.tools.conversation import render_event, render_turn
+from analyzers.tools.conversation import builtin_tools, render_event, render_turn
 from analyzers.tools.http import argument_problems
 from schemas.conversation import Conversation
 
@@ -228,6 +228,12 @@ class GetStoredConversation:
             for index, event in enumerate(found.events[:MAX_CONVERSATION_EVENTS])
         ]
         return ToolOutcome("\n".join(lines))
+
+
+def named_tools(names: Sequence[str]) -> list[Tool]:
+    """The tools an analyzer lists by name: the conversation readers, then the ledger tools."""
+    readers = builtin_tools([name for name in names if name not in RESULTS_TOOL_NAMES])
+    return [*readers, *results_tools(names)]
 
 
 def results_tools(names: Sequence[str]) -> list[Tool]:

@@ -34,6 +34,7 @@ from schemas.result import AnalysisResult
 from worker.catalog import Catalog
 from worker.ledger import ClaimedRun, Ledger, SnapshotNotFound
 from worker.ledger.effects import LedgerEffectStore
+from worker.scheduling.standalone import LedgerResultsReader, ResultsSelection
 from worker.settings import Settings
 
 log = structlog.get_logger("posthoc.worker")
@@ -123,12 +124,28 @@ class Engine:
         if isinstance(program, str):
             return await self._fail(claimed, worker_id, "config_error", program, started)
         spec, procedures = program
+        reader: LedgerResultsReader | None = None
+        if spec.input == "results":
+            # A standalone analyzer runs on a selection record; its tools read the ledger
+            # within that selection only.
+            selection = ResultsSelection.from_conversation(conversation)
+            if selection is None:
+                return await self._fail(
+                    claimed,
+                    worker_id,
+                    "config_error",
+                    f"analyzer {spec.name!r} is standalone (input: results) and runs only on a "
+                    "selection recorded by a schedule, not on a conversation",
+                    started,
+                )
+            reader = LedgerResultsReader(self.ledger, selection)
         options = RunOptions(
             run_id=claimed.run_id,
             default_model=self.config.default_model,
             http=self.http,
             secrets=self.secrets,
             effects=LedgerEffectStore(self.ledger.engine),
+            results=reader,
         )
         work = asyncio.create_task(
             analyzers.run(
@@ -136,7 +153,7 @@ class Engine:
                 conversation,
                 model=self.model,
                 procedures=procedures,
-                companions=self.catalog.companions(spec, conversation),
+                companions=[] if reader else self.catalog.companions(spec, conversation),
                 options=options,
             )
         )

@@ -37,6 +37,8 @@ LEDGER_TABLES = (
     "conversations",
     "api_keys",
     "webhook_deliveries",
+    "scheduler_leases",
+    "schedule_firings",
     "alembic_version",
 )
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
@@ -123,7 +125,7 @@ def ledger(database_url: str, clock: ManualClock) -> Iterator[Ledger]:
                 connection.exec_driver_sql(
                     "TRUNCATE deliveries, disabled_destinations, effects, run_attempts, "
                     "analysis_runs, analyzer_snapshots, conversation_versions, conversations, "
-                    "api_keys, webhook_deliveries "
+                    "api_keys, webhook_deliveries, scheduler_leases, schedule_firings "
                     "RESTART IDENTITY CASCADE"
                 )
         yield ledger
