@@ -165,7 +165,9 @@ def schedule_violations(spec: ScheduleSpec) -> list[RuleViolation]:
     if (spec.rerun is None) == (spec.standalone is None):
         loc = ("rerun",) if spec.rerun is not None else ()
         violations.append(
-            RuleViolation(loc, "schedule-action", "give exactly one action: 'rerun' or 'standalone'")
+            RuleViolation(
+                loc, "schedule-action", "give exactly one action: 'rerun' or 'standalone'"
+            )
         )
     problem = timezone_problem(spec.timezone)
     if problem is not None:

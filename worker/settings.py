@@ -44,8 +44,10 @@ class Settings(BaseSettings):
         default_factory=list, description="Folders (or files) of `kind: schedule` YAML for beat."
     )
     beat_lease_seconds: int = Field(
-        default=30, ge=2, description="`posthoc beat`: the scheduler lease; another beat takes "
-        "over this long after the holder stops renewing it."
+        default=30,
+        ge=2,
+        description="`posthoc beat`: the scheduler lease; another beat takes "
+        "over this long after the holder stops renewing it.",
     )
     beat_tick_seconds: float = Field(
         default=5.0, gt=0, description="`posthoc beat`: the longest sleep between two ticks."

@@ -27,8 +27,8 @@ from analyzers.definitions.expressions import (
 from analyzers.definitions.limits import InputLimits, active_limits
 from analyzers.definitions.loading import DefinitionSet, Problem, Sourced
 from analyzers.definitions.patterns import PatternError, compile_pattern
-from analyzers.definitions.versions import SEPARATOR
 from analyzers.definitions.schedule_checks import schedule_problems
+from analyzers.definitions.versions import SEPARATOR
 from analyzers.tools.conversation import BUILTIN_TOOL_NAMES
 from analyzers.tools.stored_results import RESULTS_TOOL_NAMES
 from schemas.analyzer import AnalyzerSpec

@@ -23,9 +23,10 @@ def schedule_problems(
     """Every problem of these schedules that the shape alone does not catch."""
     problems: list[Problem] = []
     first: dict[str, Sourced[ScheduleSpec]] = {}
-    inputs = {
-        (a.value.name, a.value.version): a.value.input for a in analyzers
-    } | {(a.value.name, None): a.value.input for a in analyzers}
+    inputs: dict[tuple[str, str | None], str] = {}
+    for analyzer in analyzers:
+        inputs[(analyzer.value.name, analyzer.value.version)] = analyzer.value.input
+        inputs[(analyzer.value.name, None)] = analyzer.value.input
     for sourced in schedules:
         spec = sourced.value
         earlier = first.setdefault(spec.name, sourced)

@@ -27,8 +27,8 @@ from analyzers.procedures.tools import DecideConditionTool, ProvideParametersToo
 from analyzers.runtime.output_tools import OutputTool
 from analyzers.runtime.prompt import brief
 from analyzers.tools.base import JSON, Tool
-from analyzers.tools.stored_results import named_tools
 from analyzers.tools.http import HttpToolRunner
+from analyzers.tools.stored_results import named_tools
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure

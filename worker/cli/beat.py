@@ -63,7 +63,9 @@ def beat(
         list[Path] | None,
         typer.Argument(help="Schedule files or folders, besides POSTHOC_SCHEDULE_DIRS."),
     ] = None,
-    once: Annotated[bool, typer.Option(help="Run one tick (if this beat gets the lease), exit.")] = False,
+    once: Annotated[
+        bool, typer.Option(help="Run one tick (if this beat gets the lease), exit.")
+    ] = False,
 ) -> None:
     """Fire schedules (reruns, standalone analyzers) on Celery beat; one beat fires at a time."""
     from celery.beat import Service  # noqa: PLC0415
@@ -119,7 +121,9 @@ def beat(
         # released for the next beat instead of expiring.
         signal.signal(signal.SIGTERM, _exit_on_signal)
         Service(
-            celery, scheduler_cls=LedgerScheduler, max_interval=settings.beat_tick_seconds
+            celery,
+            scheduler_cls=LedgerScheduler,
+            max_interval=max(1, int(settings.beat_tick_seconds)),
         ).start()
     finally:
         ledger.dispose()

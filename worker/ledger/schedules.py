@@ -91,9 +91,7 @@ class ScheduleLedger:
                 return True
             inserted = connection.execute(
                 upsert_insert(connection, table)
-                .values(
-                    name=name, owner=owner, expires_at=expires, acquired_at=now, renewed_at=now
-                )
+                .values(name=name, owner=owner, expires_at=expires, acquired_at=now, renewed_at=now)
                 .on_conflict_do_nothing(index_elements=["name"])
                 # RETURNING, not rowcount: PostgreSQL's driver does not report a skipped row.
                 .returning(table.c.name)
@@ -283,7 +281,8 @@ def _aware(value: datetime | str) -> datetime:
 def _holds(connection: Connection, name: str, owner: str, now: datetime) -> bool:
     return (
         connection.execute(
-            sa.select(scheduler_leases.c.owner).where(
+            sa.select(scheduler_leases.c.owner)
+            .where(
                 scheduler_leases.c.name == name,
                 scheduler_leases.c.owner == owner,
                 scheduler_leases.c.expires_at > now,

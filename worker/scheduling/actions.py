@@ -24,7 +24,9 @@ Enqueue = Callable[[Sequence[str]], None]
 StartRerun = Callable[[ScheduleSpec, RerunAction, datetime], dict[str, Any]]
 
 
-def results_selection(spec: ScheduleSpec, action: StandaloneAction, slot: datetime) -> ResultsSelection:
+def results_selection(
+    spec: ScheduleSpec, action: StandaloneAction, slot: datetime
+) -> ResultsSelection:
     """The stored results a standalone firing for `slot` works over."""
     return ResultsSelection(
         tenant=action.tenant,

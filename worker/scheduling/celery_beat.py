@@ -23,6 +23,8 @@ class LedgerScheduler(Scheduler):
     """A Celery beat scheduler that delegates to the `Beat` in `app.conf.posthoc_beat`."""
 
     def setup_schedule(self) -> None:
+        # Celery's own entries stay empty: schedules and firings live in the ledger.
+        self.data: dict[str, Any] = {}
         self.beat: Beat = self.app.conf.posthoc_beat
         self.tick_seconds = float(self.app.conf.posthoc_beat_tick)
 
@@ -37,10 +39,6 @@ class LedgerScheduler(Scheduler):
         if not report.leader:
             return self.tick_seconds
         return max(MIN_SLEEP_SECONDS, self.beat.seconds_until_due(self.tick_seconds))
-
-    @property
-    def schedule(self) -> dict[str, Any]:
-        return {}
 
     def should_sync(self) -> bool:
         return False

@@ -48,9 +48,7 @@ def schedules(grace_minutes: int = 60) -> list[ScheduleSpec]:
                 "standalone": digest,
             }
         ),
-        ScheduleSpec.model_validate(
-            {"name": "hourly", "cron": "0 * * * *", "standalone": digest}
-        ),
+        ScheduleSpec.model_validate({"name": "hourly", "cron": "0 * * * *", "standalone": digest}),
     ]
 
 
@@ -104,9 +102,7 @@ def world(ledger: Ledger, clock: ManualClock, catalog: Catalog) -> Iterator[dict
 def expected_slots(start: datetime, end: datetime) -> set[tuple[str, datetime]]:
     """Every slot in [start, end]."""
     before = start - timedelta(microseconds=1)
-    return {
-        (spec.name, slot) for spec in schedules() for slot in slots_between(spec, before, end)
-    }
+    return {(spec.name, slot) for spec in schedules() for slot in slots_between(spec, before, end)}
 
 
 def standalone_runs(ledger: Ledger) -> Counter[str]:
@@ -114,15 +110,15 @@ def standalone_runs(ledger: Ledger) -> Counter[str]:
     with ledger.engine.connect() as connection:
         rows = connection.execute(
             sa.select(conversations.c.conversation_id).select_from(
-                analysis_runs.join(conversations, conversations.c.id == analysis_runs.c.conversation_pk)
+                analysis_runs.join(
+                    conversations, conversations.c.id == analysis_runs.c.conversation_pk
+                )
             )
         ).all()
     return Counter(row.conversation_id for row in rows)
 
 
-def run_for(
-    beats: list[Beat], clock: ManualClock, seconds: float, alive: list[bool]
-) -> None:
+def run_for(beats: list[Beat], clock: ManualClock, seconds: float, alive: list[bool]) -> None:
     steps = int(seconds // STEP_SECONDS)
     for step in range(steps):
         clock.advance(STEP_SECONDS)
@@ -171,7 +167,9 @@ def test_two_beats_for_an_hour_fire_every_slot_exactly_once_across_a_kill(
     runs = standalone_runs(ledger)
     assert len(runs) == len(expected)
     assert set(runs.values()) == {1}
-    adopted = [f for f in firings if f.owner == beats[1 - leader].owner and f.detail["created"] is False]
+    adopted = [
+        f for f in firings if f.owner == beats[1 - leader].owner and f.detail["created"] is False
+    ]
     assert len(adopted) == 1, "exactly the interrupted firing was finished by the survivor"
     assert set(world["sent"]) == {f.detail["run_id"] for f in firings}
 
