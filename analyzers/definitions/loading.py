@@ -1,11 +1,12 @@
-"""Load analyzers, procedures and conversations from files, with located problems.
+"""Load analyzers, procedures, schedules and conversations from files, with located problems.
 
 `load_paths` reads YAML definitions (`kind: analyzer`, `kind: procedure` or `kind: schedule`,
 several documents per file allowed) and JSON / JSON Lines conversations from files and
 directories. It never stops at the first problem: every valid definition is kept and every
-problem is reported with its file, line, field and the rule it breaks. Hostile input is bounded by `InputLimits`: JSON Lines files
-are streamed a line at a time, files read whole are size-checked first, and an oversized,
-too-deep or unstorable record is a problem for that record only.
+problem is reported with its file, line, field and the rule it breaks. Hostile input is bounded
+by `InputLimits`: JSON Lines files are streamed a line at a time, files read whole are
+size-checked first, and an oversized, too-deep or unstorable record is a problem for that
+record only.
 """
 
 from __future__ import annotations
