@@ -7,6 +7,7 @@ one import line below.
 from worker.cli import (
     deliveries,  # noqa: F401 - registers `posthoc deliveries`
     intake_admin,  # noqa: F401 - registers `posthoc api-keys`, `intake`
+    rerun,  # noqa: F401 - registers `posthoc rerun`, `jobs`, `diff`
     serve,  # noqa: F401 - registers `posthoc serve`
 )
 from worker.cli.commands import app, main

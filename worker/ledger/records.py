@@ -11,9 +11,9 @@ from schemas.snapshot import AnalyzerSnapshot
 RunState = Literal["queued", "running", "succeeded", "failed", "skipped"]
 """Where a run is. A superset of `schemas.result.RunStatus`, which only knows finished runs."""
 
-Trigger = Literal["webhook", "cli", "rerun", "schedule", "api", "invoke"]
+Trigger = Literal["webhook", "cli", "rerun", "schedule", "api", "invoke", "chain"]
 """What asked for the run (`api`: `POST /v1/conversations`; `invoke`: a synchronous
-`POST /v1/analyzers/{name}/invoke`)."""
+`POST /v1/analyzers/{name}/invoke`; `chain`: a parent run's outputs, see `after:`)."""
 
 AttemptOutcome = Literal["succeeded", "failed", "retry", "lease_lost", "expired"]
 """How one claim of a run ended.

@@ -24,6 +24,8 @@ EXPECTED_TABLES = {
     "disabled_destinations",
     "api_keys",
     "webhook_deliveries",
+    "rerun_jobs",
+    "rerun_job_items",
     "alembic_version",
 }
 
@@ -43,7 +45,7 @@ def test_migrate_creates_the_schema_and_a_second_run_is_a_no_op(
     with Ledger.from_url(empty_database_url, now=clock) as ledger:
         assert ledger.schema_revision() is None
         ledger.migrate()
-        assert ledger.schema_revision() == head_revision() == "0006_fleet"
+        assert ledger.schema_revision() == head_revision() == "0007_rerun"
         head = head_revision()
         assert _tables(ledger) >= EXPECTED_TABLES
         with ledger.engine.connect() as connection:
