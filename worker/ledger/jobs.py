@@ -235,23 +235,29 @@ def set_status(
 
 @dataclass(frozen=True, slots=True)
 class Spend:
-    """What the job's runs spent so far, and how many are still to finish."""
+    """What the job's runs spent so far, how many are still to finish, and how many finished
+    after running (their mean cost is the best estimate of the next run's)."""
 
     spent_usd: float
     in_flight: int
+    finished: int = 0
+    finished_usd: float = 0.0
 
 
 def spend(connection: Connection, job_id: str) -> Spend:
     """The sums over the job's runs (failed attempts' spend included)."""
+    ran = runs.c.status.in_(["succeeded", "failed"])
     row = connection.execute(
         sa.select(
             sa.func.coalesce(sa.func.sum(runs.c.cost_usd), 0.0),
             sa.func.count().filter(runs.c.status.in_(["queued", "running"])),
+            sa.func.count().filter(ran),
+            sa.func.coalesce(sa.func.sum(sa.case((ran, runs.c.cost_usd), else_=0.0)), 0.0),
         )
         .select_from(items.join(runs, items.c.run_id == runs.c.id))
         .where(items.c.job_id == job_id)
     ).one()
-    return Spend(float(row[0] or 0.0), int(row[1] or 0))
+    return Spend(float(row[0] or 0.0), int(row[1] or 0), int(row[2] or 0), float(row[3] or 0.0))
 
 
 def summary(connection: Connection, job_id: str) -> JobSummary:

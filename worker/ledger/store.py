@@ -57,6 +57,11 @@ class Ledger:
         """The SQLAlchemy engine (for health checks and tests)."""
         return self._engine
 
+    @property
+    def clock(self) -> Clock:
+        """The clock every operation reads; stores sharing this engine use it too."""
+        return self._clock
+
     def migrate(self) -> None:
         """Create or upgrade the tables to the newest revision; a no-op when already there."""
         with self._write() as connection:

@@ -36,7 +36,6 @@ from worker.engine.batch import process_all
 from worker.engine.runner import Engine, EngineConfig
 from worker.ledger import Ledger, RunPlan
 from worker.ledger import jobs as job_store
-from worker.ledger.clock import Clock, utc_now
 from worker.ledger.jobs import BATCH_PRICE_FACTOR, JobItem, JobLedger, JobRecord
 from worker.scheduling.estimate import estimate, stored_cost_per_run
 from worker.scheduling.selection import select_conversations
@@ -87,7 +86,6 @@ def start_rerun_job(
     batch: bool = False,
     requested_by: str = "cli",
     dry_run: bool = False,
-    now: Clock = utc_now,
 ) -> JobSummary | DryRun:
     """Select the conversations and record the job (status `running`, every item pending);
     with `dry_run`, only say how many and what they would cost. Run it with `run_job`.
@@ -98,7 +96,7 @@ def start_rerun_job(
     if budget_usd is not None and budget_usd < 0:
         raise ValueError(f"--budget-usd must not be negative, got {budget_usd}")
     spec = resolve_analyzer(catalog, selection)
-    store = JobLedger(ledger.engine, now=now)
+    store = JobLedger(ledger.engine, now=ledger.clock)
     with store.read() as connection:
         chosen = list(select_conversations(connection, selection))
         stored = stored_cost_per_run(connection, spec.name, spec.version)
@@ -145,15 +143,15 @@ def start_rerun_job(
         return job_store.summary(connection, job.id)
 
 
-def job_summary(ledger: Ledger, job_id: str, *, now: Clock = utc_now) -> JobSummary:
+def job_summary(ledger: Ledger, job_id: str) -> JobSummary:
     """The job's figures now (JobNotFound for an unknown id)."""
-    with JobLedger(ledger.engine, now=now).read() as connection:
+    with JobLedger(ledger.engine, now=ledger.clock).read() as connection:
         return job_store.summary(connection, job_id)
 
 
-def cancel_job(ledger: Ledger, job_id: str, *, now: Clock = utc_now) -> JobSummary:
+def cancel_job(ledger: Ledger, job_id: str) -> JobSummary:
     """Stop recording new runs for the job (runs already recorded still finish)."""
-    store = JobLedger(ledger.engine, now=now)
+    store = JobLedger(ledger.engine, now=ledger.clock)
     with store.write() as connection:
         if job_store.set_status(connection, store.now(), job_id, "cancelled", finished=True):
             job_store.skip_pending(connection, job_id, CANCELLED_REASON)
@@ -200,14 +198,13 @@ class JobRunner:
     http: HttpTransport | None = None
     secrets: Mapping[str, str] | None = None
     concurrency: int = 8
-    now: Clock = utc_now
     on_progress: Progress | None = None
     force: bool = False
     """Take the job over even from a runner that looks alive (it runs on another host)."""
     max_attempts: int = 3
 
     async def run(self, job_id: str) -> JobSummary:
-        store = JobLedger(self.ledger.engine, now=self.now)
+        store = JobLedger(self.ledger.engine, now=self.ledger.clock)
         runner = self.config.worker_id
         job = await asyncio.to_thread(self._take_over, store, job_id, runner)
         if job.status != "running":
@@ -323,7 +320,12 @@ class JobRunner:
                 return "stop"
             if job.budget_usd is not None and decision.applies:
                 spent = job_store.spend(connection, job.id)
-                per_run = job.estimate_per_run_usd * factor
+                # Once some of the job's runs finished, their mean is the better estimate.
+                per_run = (
+                    spent.finished_usd / spent.finished
+                    if spent.finished
+                    else job.estimate_per_run_usd * factor
+                )
                 if spent.spent_usd + (spent.in_flight + 1) * per_run > job.budget_usd:
                     job_store.set_status(
                         connection, store.now(), job.id, "budget_exhausted", finished=True
