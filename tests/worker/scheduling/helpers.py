@@ -9,8 +9,8 @@ from typing import Any
 
 from analyzers.model.protocol import ModelRequest, ModelTurn
 from analyzers.testing import reply, text, tool_call
-from schemas import Conversation
-from schemas.usage import Usage
+from schemas import AnalysisResult, Conversation
+from schemas.usage import Cost, Usage
 from worker.catalog import Catalog
 from worker.engine.batch import process_all
 from worker.engine.runner import Engine, EngineConfig
@@ -114,3 +114,36 @@ def job_runner(
         concurrency=concurrency,
         **kwargs,
     )
+
+
+def seed_results(
+    ledger: Ledger, catalog: Catalog, count: int, analyzer: str = "follow_ups"
+) -> list[str]:
+    """Like `seed`, without the model: each old run is completed with a small stored result
+    (fast enough for a thousand conversations)."""
+    spec = catalog.get(analyzer)
+    assert spec is not None
+    run_ids = []
+    for index in range(count):
+        stored = conversation(index)
+        ref = ledger.save_conversation(stored)
+        [run] = ledger.record_runs(
+            ref.pk,
+            [RunPlan(spec.name, spec.version)],
+            trigger="webhook",
+            conversation_version_id=ref.version_id,
+        )
+        assert ledger.claim(run.id, "seeder", 60) is not None
+        result = AnalysisResult(
+            run_id=run.id,
+            conversation_id=stored.conversation_id,
+            tenant_id=stored.tenant_id,
+            analyzer=spec.name,
+            analyzer_version=spec.version,
+            status="succeeded",
+            outputs={"follow_up": []},
+            cost=Cost(input_usd=0.01),
+        )
+        assert ledger.complete(run.id, "seeder", result)
+        run_ids.append(run.id)
+    return run_ids
