@@ -80,7 +80,7 @@ def test_rerun_needs_an_analyzer_or_a_job(workdir: Path) -> None:
 
 
 OPTION_VALUES = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40
 )
 WHERES = st.one_of(
     OPTION_VALUES,
@@ -139,4 +139,3 @@ def test_fuzzed_selection_options_never_crash(
     else:
         assert result.exit_code == 2
         assert "error: --" in result.output or "error: until" in result.output, result.output
-
