@@ -35,7 +35,9 @@ class AnalyzerTrigger(Contract):
     is CEL over the conversation (`outcome`,
     `channel`, `turns`, `events`, `dynamic_variables`, `metadata`, `duration_seconds`, ...).
     `sample_rate` runs the analyzer on that share of matching conversations, decided by a hash of
-    the conversation id so that a rerun makes the same choice.
+    the conversation id so that a rerun makes the same choice. `settle_seconds` holds a run back
+    that long after the conversation's last update: a conversation re-sent within the window is
+    analysed once, on its newest version (the earlier runs are skipped as superseded).
     """
 
     outcomes: list[Slug] = Field(default_factory=list)
@@ -44,6 +46,7 @@ class AnalyzerTrigger(Contract):
     tenants: list[str] = Field(default_factory=list)
     expression: NonEmptyText | None = None
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    settle_seconds: float = Field(default=0.0, ge=0.0, le=86_400.0)
 
 
 HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"

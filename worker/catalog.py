@@ -133,6 +133,7 @@ class Catalog:
                         if decision.applies
                         else None
                     ),
+                    settle_seconds=spec.trigger.settle_seconds,
                 )
             )
         return plans

@@ -122,7 +122,7 @@ def rerun(
         bool, typer.Option("--deliver", help="Deliver the new results to the sinks.")
     ] = False,
     batch: Annotated[
-        bool, typer.Option("--batch", help="Use the Message Batches API (half price).")
+        bool, typer.Option("--batch", help="Price at the Message Batches API (with --dry-run).")
     ] = False,
     resume: Annotated[
         str | None, typer.Option("--resume", help="Continue this job (its process died).")
@@ -141,6 +141,12 @@ def rerun(
     """
     if (analyzer is None) == (resume is None):
         raise fail_usage("give --analyzer NAME[@VERSION] for a new rerun, or --resume JOB")
+    if batch and not dry_run:
+        # Not built yet: refuse rather than run at the standard price and report the batch one.
+        raise fail_usage(
+            "--batch: running through the Message Batches API is not available yet; "
+            "`--dry-run --batch` shows the batch price"
+        )
     settings = load_settings(quiet=True)
     catalog = load_catalog(settings)
     ensure_parent(settings.database_url)

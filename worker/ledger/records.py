@@ -74,6 +74,9 @@ class RunPlan:
     max_attempts: int = 3
     snapshot: AnalyzerSnapshot | None = field(default=None, compare=False)
     """What the run will execute, stored (once per content hash) with the run."""
+    settle_seconds: float = 0.0
+    """Hold the run back this long; a newer version of the conversation recorded meanwhile
+    supersedes it (the analyzer's `trigger.settle_seconds`)."""
 
     def __post_init__(self) -> None:
         if not self.analyzer:
