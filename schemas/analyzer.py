@@ -293,6 +293,21 @@ class JsonlSink(_SinkBase):
 SinkRoute = Annotated[SlackSink | WebhookSink | JsonlSink, Field(discriminator="type")]
 
 
+class ChainAfter(Contract):
+    """Run this analyzer after another one on the same conversation: a cheap triage first, the
+    expensive agent only where it flags something.
+
+    The child run is recorded in the transaction that completes a succeeded run of `analyzer`
+    (its newest version runs), when `when` (CEL over that run's result: `status`, `outputs`,
+    `conversation`, as in sink routing) holds; always when `when` is unset. The parent's
+    outputs are in the child's brief. A chained analyzer is not triggered by conversations
+    itself; its own `trigger` must still match. Cycles are refused at load.
+    """
+
+    analyzer: Name
+    when: NonEmptyText | None = None
+
+
 class AnalyzerSpec(Contract):
     """A procedural agent: when it runs, what it does, what it must output, where that goes."""
 
@@ -301,6 +316,7 @@ class AnalyzerSpec(Contract):
     version: Annotated[str, Field(min_length=1, max_length=64)] = "1"
     description: NonEmptyText
     trigger: AnalyzerTrigger = Field(default_factory=AnalyzerTrigger)
+    after: ChainAfter | None = None
     instructions: NonEmptyText
     procedures: list[Name] = Field(default_factory=list)
     review_procedures: bool = Field(

@@ -42,6 +42,7 @@ def record_runs(
     idempotency_prefix: str | None,
     rerun_of: str | None,
     conversation_version_id: int | None = None,
+    parent_run_id: str | None = None,
 ) -> list[RunRecord]:
     """One run per plan: queued and available now, or skipped with its reason.
 
@@ -91,6 +92,7 @@ def record_runs(
             "available_at": now,
             "created_at": now,
             "rerun_of": rerun_of,
+            "parent_run_id": parent_run_id,
             "conversation_version_id": conversation_version_id,
             "spec_hash": spec_hash,
             "idempotency_key": (
@@ -213,6 +215,16 @@ def list_runs(
         query = query.where(runs.c.analyzer == analyzer)
     if conversation_pk is not None:
         query = query.where(runs.c.conversation_pk == conversation_pk)
+    return [run_from_row(row) for row in connection.execute(query)]
+
+
+def child_runs(connection: Connection, parent_run_id: str) -> list[RunRecord]:
+    """The runs chained after this one (`after:`), by analyzer."""
+    query = (
+        sa.select(*RUN_COLUMNS)
+        .where(runs.c.parent_run_id == parent_run_id)
+        .order_by(runs.c.analyzer, runs.c.id)
+    )
     return [run_from_row(row) for row in connection.execute(query)]
 
 
