@@ -35,7 +35,9 @@ class AnalyzerTrigger(Contract):
     is CEL over the conversation (`outcome`,
     `channel`, `turns`, `events`, `dynamic_variables`, `metadata`, `duration_seconds`, ...).
     `sample_rate` runs the analyzer on that share of matching conversations, decided by a hash of
-    the conversation id so that a rerun makes the same choice.
+    the conversation id so that a rerun makes the same choice. `settle_seconds` holds a run back
+    that long after the conversation's last update: a conversation re-sent within the window is
+    analysed once, on its newest version (the earlier runs are skipped as superseded).
     """
 
     outcomes: list[Slug] = Field(default_factory=list)
@@ -44,6 +46,7 @@ class AnalyzerTrigger(Contract):
     tenants: list[str] = Field(default_factory=list)
     expression: NonEmptyText | None = None
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    settle_seconds: float = Field(default=0.0, ge=0.0, le=86_400.0)
 
 
 HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
@@ -290,6 +293,21 @@ class JsonlSink(_SinkBase):
 SinkRoute = Annotated[SlackSink | WebhookSink | JsonlSink, Field(discriminator="type")]
 
 
+class ChainAfter(Contract):
+    """Run this analyzer after another one on the same conversation: a cheap triage first, the
+    expensive agent only where it flags something.
+
+    The child run is recorded in the transaction that completes a succeeded run of `analyzer`
+    (its newest version runs), when `when` (CEL over that run's result: `status`, `outputs`,
+    `conversation`, as in sink routing) holds; always when `when` is unset. The parent's
+    outputs are in the child's brief. A chained analyzer is not triggered by conversations
+    itself; its own `trigger` must still match. Cycles are refused at load.
+    """
+
+    analyzer: Name
+    when: NonEmptyText | None = None
+
+
 class AnalyzerSpec(Contract):
     """A procedural agent: when it runs, what it does, what it must output, where that goes."""
 
@@ -305,6 +323,7 @@ class AnalyzerSpec(Contract):
         "is not used.",
     )
     trigger: AnalyzerTrigger = Field(default_factory=AnalyzerTrigger)
+    after: ChainAfter | None = None
     instructions: NonEmptyText
     procedures: list[Name] = Field(default_factory=list)
     review_procedures: bool = Field(

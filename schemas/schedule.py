@@ -96,7 +96,10 @@ class RerunAction(Window):
         default=None, description="CEL over the conversation, as `posthoc rerun --where`."
     )
     failed_only: bool = False
-    allow_writes: bool = False
+    allow_writes: bool = Field(
+        default=False, description="Make HTTP writes for real (a rerun describes them by default)."
+    )
+    deliver: bool = Field(default=False, description="Send the new results to the sinks too.")
     budget_usd: float | None = Field(default=None, gt=0)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import analyzers as analyzers_package
+from analyzers.definitions.chaining import chained_after, child_applies, with_parent_outputs
 from analyzers.definitions.checks import check_definitions
 from analyzers.definitions.loading import DefinitionSet, load_paths
 from analyzers.definitions.triggers import analyzer_applies
@@ -20,6 +21,7 @@ from analyzers.runtime.snapshot import build_snapshot
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure
+from schemas.result import AnalysisResult
 from worker.ledger import RunPlan
 
 BUILTIN_DIR = Path(analyzers_package.__file__).parent / "builtin"
@@ -125,7 +127,10 @@ class Catalog:
         """One run plan per selected analyzer: queued (with the snapshot it will execute) when
         its trigger matches, else skipped with the reason."""
         plans = []
-        for spec in self.select(names):
+        # A chained analyzer runs after its parent (`after:`), not on conversations by itself,
+        # unless it is asked for by name.
+        chosen = [spec for spec in self.select(names) if names or spec.after is None]
+        for spec in chosen:
             if spec.input == "results":
                 plans.append(
                     RunPlan(
@@ -148,6 +153,27 @@ class Catalog:
                         if decision.applies
                         else None
                     ),
+                    settle_seconds=spec.trigger.settle_seconds,
+                )
+            )
+        return plans
+
+    def chain_plans(
+        self, parent: AnalysisResult, conversation: Conversation, max_attempts: int
+    ) -> list[RunPlan]:
+        """Run plans for the analyzers chained after `parent`'s analyzer that apply to this
+        result (newest versions; see `analyzers.definitions.chaining`)."""
+        plans = []
+        for child in chained_after(parent.analyzer, list(self.analyzers.values())):
+            if not child_applies(child, parent, conversation).applies:
+                continue
+            told = with_parent_outputs(child, parent)
+            plans.append(
+                RunPlan(
+                    analyzer=child.name,
+                    analyzer_version=child.version,
+                    max_attempts=max_attempts,
+                    snapshot=build_snapshot(told, conversation, self.procedures),
                 )
             )
         return plans

@@ -65,8 +65,59 @@ def check_definitions(
     for analyzer in definitions.analyzers:
         problems += _analyzer_problems(analyzer, limits)
         problems += _procedure_reference_problems(analyzer, procedures_by_name)
+    problems += _chain_problems(definitions.analyzers)
     problems += schedule_problems(definitions.schedules, definitions.analyzers)
     return problems
+
+
+def _chain_problems(analyzers: list[Sourced[AnalyzerSpec]]) -> list[Problem]:
+    """`after:` must name a loaded analyzer, and following `after:` must never come back."""
+    parents: dict[str, set[str]] = defaultdict(set)
+    for analyzer in analyzers:
+        if analyzer.value.after is not None:
+            parents[analyzer.value.name].add(analyzer.value.after.analyzer)
+    names = {analyzer.value.name for analyzer in analyzers}
+    problems: list[Problem] = []
+    for analyzer in analyzers:
+        after = analyzer.value.after
+        if after is None:
+            continue
+        if after.analyzer not in names:
+            problems.append(
+                analyzer.problem(
+                    ("after", "analyzer"),
+                    "after-known",
+                    f"runs after {after.analyzer!r}, which is not a loaded analyzer "
+                    f"(known: {sorted(names)})",
+                )
+            )
+            continue
+        cycle = _cycle_from(analyzer.value.name, parents)
+        if cycle:
+            problems.append(
+                analyzer.problem(
+                    ("after", "analyzer"),
+                    "after-acyclic",
+                    f"chaining loops back to {analyzer.value.name!r}: {' -> '.join(cycle)} "
+                    "(each analyzer runs after the next)",
+                )
+            )
+    return problems
+
+
+def _cycle_from(start: str, parents: dict[str, set[str]]) -> list[str]:
+    """The path start -> ... -> start through `after:` links, or [] when there is none."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        name, path = stack.pop()
+        for parent in sorted(parents.get(name, ())):
+            if parent == start:
+                return [*path, start]
+            if parent not in seen:
+                seen.add(parent)
+                stack.append((parent, [*path, parent]))
+    return []
 
 
 def _unique_names(definitions: DefinitionSet) -> list[Problem]:
@@ -164,6 +215,10 @@ def _analyzer_problems(analyzer: Sourced[AnalyzerSpec], limits: InputLimits) -> 
             problems += _expression_problems(
                 analyzer, ("sinks", index, "when"), sink.when, RESULT_VARIABLES, limits
             )
+    if spec.after is not None and spec.after.when is not None:
+        problems += _expression_problems(
+            analyzer, ("after", "when"), spec.after.when, RESULT_VARIABLES, limits
+        )
     return problems
 
 

@@ -146,7 +146,7 @@ def test_submit_with_an_unknown_analyzer_records_nothing(workdir: Path) -> None:
     result = invoke("submit", str(EXAMPLES / "voicemail.json"), "--analyzer", "nosuch")
 
     assert result.exit_code == 2
-    assert "known: ['follow_ups', 'next_steps', 'quality']" in result.stderr
+    assert "known: ['daily_digest', 'follow_ups', 'next_steps', 'quality']" in result.stderr
     assert not (workdir / "broker.sqlite3").exists()
 
 

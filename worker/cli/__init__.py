@@ -8,6 +8,7 @@ from worker.cli import (
     beat,  # noqa: F401 - registers `posthoc beat`
     deliveries,  # noqa: F401 - registers `posthoc deliveries`
     intake_admin,  # noqa: F401 - registers `posthoc api-keys`, `intake`
+    rerun,  # noqa: F401 - registers `posthoc rerun`, `jobs`, `diff`
     serve,  # noqa: F401 - registers `posthoc serve`
 )
 from worker.cli.commands import app, main

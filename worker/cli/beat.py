@@ -13,7 +13,7 @@ import socket
 import uuid
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,6 +24,10 @@ from worker.catalog import Catalog
 from worker.cli.commands import app, load_catalog, load_settings
 from worker.cli.run_batch import ensure_parent, fail_usage
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.ledger import Ledger
+    from worker.scheduling.rerun import JobRunner
 
 
 def beat_identity() -> str:
@@ -76,6 +80,7 @@ def beat(
     from worker.scheduling.actions import ScheduleActions, rerun_starter  # noqa: PLC0415
     from worker.scheduling.beat import Beat  # noqa: PLC0415
     from worker.scheduling.celery_beat import LedgerScheduler  # noqa: PLC0415
+    from worker.scheduling.job_executor import JobExecutor  # noqa: PLC0415
 
     settings = load_settings()
     if settings.beat_tick_seconds * 2 > settings.beat_lease_seconds:
@@ -90,12 +95,13 @@ def beat(
     ledger = Ledger.from_url(settings.database_url)
     ledger.migrate()
     celery = create_celery(settings)
+    executor = JobExecutor(lambda: _job_runner(settings, ledger, catalog))
     actions = ScheduleActions(
         ledger,
         catalog,
         enqueue=enqueue_with(celery, ledger),
         max_attempts=settings.max_attempts,
-        start_rerun=rerun_starter(ledger, catalog, default_model=settings.model),
+        start_rerun=rerun_starter(ledger, catalog, default_model=settings.model, execute=executor),
     )
     scheduler = Beat(
         schedules,
@@ -126,7 +132,28 @@ def beat(
             max_interval=max(1, int(settings.beat_tick_seconds)),
         ).start()
     finally:
+        executor.close()
         ledger.dispose()
+
+
+def _job_runner(settings: Settings, ledger: Ledger, catalog: Catalog) -> JobRunner:
+    """A runner for one scheduled rerun job, with a model client of its own."""
+    from worker.engine.runner import EngineConfig  # noqa: PLC0415
+    from worker.engine.service import build_model  # noqa: PLC0415
+    from worker.http_transport import HttpxTransport  # noqa: PLC0415
+    from worker.scheduling.rerun import JobRunner, runner_identity  # noqa: PLC0415
+    from worker.settings import tool_secrets  # noqa: PLC0415
+
+    return JobRunner(
+        ledger=ledger,
+        catalog=catalog,
+        model=build_model(settings),
+        config=EngineConfig.from_settings(settings, runner_identity()),
+        http=HttpxTransport(),
+        secrets=tool_secrets(),
+        concurrency=settings.concurrency,
+        max_attempts=settings.max_attempts,
+    )
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:

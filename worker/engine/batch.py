@@ -44,6 +44,8 @@ async def process_all(
             await sleep(outcome.retry_in or 0.0)  # type: ignore[misc]
         outcomes[run_id] = outcome
         on_done(run_id, outcome)
+        # Chained runs (`after:`) recorded with the result run here too, in this batch.
+        await asyncio.gather(*(one(child) for child in outcome.children))
 
     await asyncio.gather(*(one(run_id) for run_id in run_ids))
     return BatchOutcome(outcomes)

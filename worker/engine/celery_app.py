@@ -129,6 +129,9 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
                 # The outbox rows committed with the result; wake their deliveries now (the
                 # delivery sweeper finds them anyway should these messages be lost).
                 enqueue_deliveries_with(app)(service.pending_deliveries(run_id))
+            if outcome.children:
+                # Chained runs committed with the result; the sweeper sends them if this fails.
+                enqueue_with(app, service.ledger)(list(outcome.children))
         except (KombuOperationalError, OSError) as exc:
             log.warning(
                 "run.wakeup_deferred",

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,9 +33,9 @@ from schemas.analyzer import AnalyzerSpec
 from schemas.procedure import Procedure
 from schemas.result import AnalysisResult
 from worker.catalog import Catalog
-from worker.ledger import ClaimedRun, Ledger, SnapshotNotFound
+from worker.engine.results_reader import LedgerResultsReader, ResultsSelection
+from worker.ledger import ClaimedRun, Ledger, RunPlan, SnapshotNotFound
 from worker.ledger.effects import LedgerEffectStore
-from worker.scheduling.standalone import LedgerResultsReader, ResultsSelection
 from worker.settings import Settings
 
 log = structlog.get_logger("posthoc.worker")
@@ -48,6 +49,8 @@ class ProcessOutcome:
 
     status: Outcome
     retry_in: float | None = None
+    children: tuple[str, ...] = ()
+    """Chained runs (`after:`) recorded with this run's result: queued, to be processed."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,13 @@ class Engine:
         if result.provenance is not None and claimed.spec_hash is not None:
             provenance = result.provenance.model_copy(update={"spec_hash": claimed.spec_hash})
             result = result.model_copy(update={"provenance": provenance})
-        return await self._complete(claimed, worker_id, result, started)
+        # A rerun job runs only the analyzer it names (its budget covers nothing else).
+        children = (
+            []
+            if claimed.trigger == "rerun"
+            else self.catalog.chain_plans(result, conversation, claimed.max_attempts)
+        )
+        return await self._complete(claimed, worker_id, result, started, children)
 
     async def _program(
         self, claimed: ClaimedRun
@@ -222,10 +231,22 @@ class Engine:
                 raise LeaseLost(claimed.run_id)
 
     async def _complete(
-        self, claimed: ClaimedRun, worker_id: str, result: AnalysisResult, started: float
+        self,
+        claimed: ClaimedRun,
+        worker_id: str,
+        result: AnalysisResult,
+        started: float,
+        children: Sequence[RunPlan] = (),
     ) -> ProcessOutcome:
         written = await asyncio.to_thread(
-            self.ledger.complete, claimed.run_id, worker_id, result, attempt=claimed.attempt
+            functools.partial(
+                self.ledger.complete,
+                claimed.run_id,
+                worker_id,
+                result,
+                attempt=claimed.attempt,
+                children=children,
+            )
         )
         if not written:
             log.warning("run.lease_lost", stage="complete")
@@ -245,7 +266,13 @@ class Engine:
             truncated=result.truncated,
             error_type=result.error.type if result.error else None,
         )
-        return ProcessOutcome(result.status if result.status != "skipped" else "succeeded")
+        chained: tuple[str, ...] = ()
+        if children:
+            found = await asyncio.to_thread(self.ledger.child_runs, claimed.run_id)
+            chained = tuple(run.id for run in found if run.status == "queued")
+        return ProcessOutcome(
+            result.status if result.status != "skipped" else "succeeded", children=chained
+        )
 
     async def _retry(
         self, claimed: ClaimedRun, worker_id: str, exc: TransientModelError, started: float

@@ -8,6 +8,7 @@ row says who holds the lease; `run_attempts` keeps one row per claim for the his
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -23,8 +24,10 @@ from worker.ledger.records import (
     AttemptOutcome,
     ClaimedRun,
     RetryOutcome,
+    RunPlan,
     Trigger,
 )
+from worker.ledger.runs import record_runs
 from worker.ledger.tables import run_attempts
 
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
@@ -178,11 +181,14 @@ def complete(
     worker_id: str,
     result: AnalysisResult,
     attempt: int | None,
+    children: Sequence[RunPlan] = (),
 ) -> bool:
     """Store the result if this worker holds the lease; False (and no change) if it does not.
 
     The result's usage and cost are this attempt's: they go on its `run_attempts` row, and the
-    run's figures become the sums over all of its attempts.
+    run's figures become the sums over all of its attempts. `children` (chained analyzers,
+    `after:`) are recorded in the same transaction, pointing at this run, on the same
+    conversation version; a second completion cannot happen, so neither can a second child.
     """
     if result.run_id != run_id:
         raise LedgerError(f"the result of run {result.run_id!r} was handed in for run {run_id!r}")
@@ -211,6 +217,19 @@ def complete(
     )
     if finished:  # the outbox commits with the result, or neither does
         record_outbox(connection, now, result)
+        if children:
+            run = load_run(connection, run_id)
+            record_runs(
+                connection,
+                now,
+                run.conversation_pk,
+                children,
+                trigger="chain",
+                idempotency_prefix=f"chain:{run_id}",
+                rerun_of=None,
+                conversation_version_id=run.conversation_version_id,
+                parent_run_id=run_id,
+            )
     return finished
 
 

@@ -11,9 +11,9 @@ from schemas.snapshot import AnalyzerSnapshot
 RunState = Literal["queued", "running", "succeeded", "failed", "skipped"]
 """Where a run is. A superset of `schemas.result.RunStatus`, which only knows finished runs."""
 
-Trigger = Literal["webhook", "cli", "rerun", "schedule", "api", "invoke"]
+Trigger = Literal["webhook", "cli", "rerun", "schedule", "api", "invoke", "chain"]
 """What asked for the run (`api`: `POST /v1/conversations`; `invoke`: a synchronous
-`POST /v1/analyzers/{name}/invoke`)."""
+`POST /v1/analyzers/{name}/invoke`; `chain`: a parent run's outputs, see `after:`)."""
 
 AttemptOutcome = Literal["succeeded", "failed", "retry", "lease_lost", "expired"]
 """How one claim of a run ended.
@@ -74,6 +74,9 @@ class RunPlan:
     max_attempts: int = 3
     snapshot: AnalyzerSnapshot | None = field(default=None, compare=False)
     """What the run will execute, stored (once per content hash) with the run."""
+    settle_seconds: float = 0.0
+    """Hold the run back this long; a newer version of the conversation recorded meanwhile
+    supersedes it (the analyzer's `trigger.settle_seconds`)."""
 
     def __post_init__(self) -> None:
         if not self.analyzer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -42,6 +42,7 @@ def record_runs(
     idempotency_prefix: str | None,
     rerun_of: str | None,
     conversation_version_id: int | None = None,
+    parent_run_id: str | None = None,
 ) -> list[RunRecord]:
     """One run per plan: queued and available now, or skipped with its reason.
 
@@ -91,6 +92,7 @@ def record_runs(
             "available_at": now,
             "created_at": now,
             "rerun_of": rerun_of,
+            "parent_run_id": parent_run_id,
             "conversation_version_id": conversation_version_id,
             "spec_hash": spec_hash,
             "idempotency_key": (
@@ -99,6 +101,8 @@ def record_runs(
         }
         if plan.skip_reason is None:
             values["status"] = "queued"
+            if plan.settle_seconds > 0:
+                values["available_at"] = now + timedelta(seconds=plan.settle_seconds)
         else:
             skipped = AnalysisResult(
                 run_id=run_id,
@@ -115,8 +119,60 @@ def record_runs(
                 "finished_at": now,
                 "result": skipped.model_dump(mode="json"),
             }
-        records.append(_insert_run(connection, conversation_pk, values))
+        record = _insert_run(connection, conversation_pk, values)
+        if record.created and plan.settle_seconds > 0 and record.status == "queued":
+            supersede_settling(connection, now, record, tenant_id, conversation_id)
+        records.append(record)
     return records
+
+
+def supersede_settling(
+    connection: Connection, now: datetime, newer: RunRecord, tenant_id: str, conversation_id: str
+) -> list[str]:
+    """Skip the runs of the same analyzer on an earlier version of the conversation that still
+    wait out their settle delay (queued, never claimed, not due yet): `newer` replaces them.
+
+    In the transaction that records `newer`, so one of them always remains to run.
+    """
+    waiting = connection.execute(
+        sa.select(runs.c.id, runs.c.analyzer_version)
+        .where(
+            runs.c.conversation_pk == newer.conversation_pk,
+            runs.c.analyzer == newer.analyzer,
+            runs.c.analyzer_version == newer.analyzer_version,
+            runs.c.id != newer.id,
+            runs.c.status == "queued",
+            runs.c.attempts == 0,
+            runs.c.available_at > now,
+            runs.c.conversation_version_id != newer.conversation_version_id,
+        )
+        .with_for_update()
+    ).all()
+    reason = (
+        f"superseded: a newer version of the conversation arrived within the settle window "
+        f"(run {newer.id})"
+    )
+    for row in waiting:
+        skipped = AnalysisResult(
+            run_id=row.id,
+            conversation_id=conversation_id,
+            tenant_id=tenant_id,
+            analyzer=newer.analyzer,
+            analyzer_version=row.analyzer_version,
+            status="skipped",
+            skip_reason=reason,
+        )
+        connection.execute(
+            sa.update(runs)
+            .where(runs.c.id == row.id, runs.c.status == "queued", runs.c.attempts == 0)
+            .values(
+                status="skipped",
+                skip_reason=reason,
+                finished_at=now,
+                result=skipped.model_dump(mode="json"),
+            )
+        )
+    return [row.id for row in waiting]
 
 
 def _insert_run(connection: Connection, conversation_pk: int, values: dict[str, Any]) -> RunRecord:
@@ -159,6 +215,16 @@ def list_runs(
         query = query.where(runs.c.analyzer == analyzer)
     if conversation_pk is not None:
         query = query.where(runs.c.conversation_pk == conversation_pk)
+    return [run_from_row(row) for row in connection.execute(query)]
+
+
+def child_runs(connection: Connection, parent_run_id: str) -> list[RunRecord]:
+    """The runs chained after this one (`after:`), by analyzer."""
+    query = (
+        sa.select(*RUN_COLUMNS)
+        .where(runs.c.parent_run_id == parent_run_id)
+        .order_by(runs.c.analyzer, runs.c.id)
+    )
     return [run_from_row(row) for row in connection.execute(query)]
 
 

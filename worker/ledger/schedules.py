@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from worker.ledger._sql import upsert_insert
 from worker.ledger.clock import Clock, utc_now
 from worker.ledger.engine import WRITE_OPTION
-from worker.ledger.tables import schedule_firings, scheduler_leases
+from worker.ledger.tables import rerun_jobs, schedule_firings, scheduler_leases
 
 BEAT_LEASE = "beat"
 
@@ -257,6 +257,17 @@ class ScheduleLedger:
             )
             for row in rows
         ]
+
+    def rerun_job_requested_by(self, requested_by: str) -> str | None:
+        """The id of the rerun job started under `requested_by` (a schedule's firing), if any."""
+        with self._read() as connection:
+            found: str | None = connection.execute(
+                sa.select(rerun_jobs.c.id)
+                .where(rerun_jobs.c.requested_by == requested_by)
+                .order_by(rerun_jobs.c.created_at)
+                .limit(1)
+            ).scalar_one_or_none()
+        return found
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:

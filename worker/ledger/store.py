@@ -57,6 +57,11 @@ class Ledger:
         """The SQLAlchemy engine (for health checks and tests)."""
         return self._engine
 
+    @property
+    def clock(self) -> Clock:
+        """The clock every operation reads; stores sharing this engine use it too."""
+        return self._clock
+
     def migrate(self) -> None:
         """Create or upgrade the tables to the newest revision; a no-op when already there."""
         with self._write() as connection:
@@ -182,15 +187,29 @@ class Ledger:
             )
 
     def complete(
-        self, run_id: str, worker_id: str, result: AnalysisResult, *, attempt: int | None = None
+        self,
+        run_id: str,
+        worker_id: str,
+        result: AnalysisResult,
+        *,
+        attempt: int | None = None,
+        children: Sequence[RunPlan] = (),
     ) -> bool:
         """Store the result (status from `result.status`); False and no write without the lease.
 
         The result's usage and cost are recorded as this attempt's; the run's figures
         (`RunRecord.input_tokens`, ..., `cost_usd`) are the sums over all its attempts.
+        `children`: chained runs (`after:`) recorded in the same transaction (`child_runs`).
         """
         with self._write() as connection:
-            return leases.complete(connection, self._now(), run_id, worker_id, result, attempt)
+            return leases.complete(
+                connection, self._now(), run_id, worker_id, result, attempt, children
+            )
+
+    def child_runs(self, parent_run_id: str) -> list[RunRecord]:
+        """The chained runs recorded when this run completed."""
+        with self._read() as connection:
+            return runs.child_runs(connection, parent_run_id)
 
     def retry_later(
         self,

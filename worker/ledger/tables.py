@@ -154,6 +154,8 @@ analysis_runs = sa.Table(
     # recorded for and the analyzer snapshot it executes. NULL only for runs recorded before.
     sa.Column("conversation_version_id", BigPk, sa.ForeignKey("conversation_versions.id")),
     sa.Column("spec_hash", sa.String(64), sa.ForeignKey("analyzer_snapshots.spec_hash")),
+    # A chained run (`after:` in the analyzer): the run whose outputs started it (0007_rerun).
+    sa.Column("parent_run_id", sa.String(64), sa.ForeignKey("analysis_runs.id")),
     sa.CheckConstraint(_one_of("status", RUN_STATES), name="status"),
     sa.CheckConstraint(_one_of("trigger", TRIGGERS), name="trigger"),
     sa.CheckConstraint("attempts >= 0 AND attempts <= max_attempts", name="attempts"),
@@ -295,6 +297,55 @@ webhook_deliveries = sa.Table(
     sa.Column("run_ids", _json()),
     sa.Index("ix_webhook_deliveries_source_event_id", "source", "event_id"),
     sa.Index("ix_webhook_deliveries_received_at", "received_at"),
+)
+
+# Rerun jobs (revision 0007_rerun): one row per `posthoc rerun`, and one item per selected
+# conversation, fixed when the job is created so a resumed job works on exactly that list.
+JOB_STATUSES = ("running", "done", "cancelled", "budget_exhausted")
+JOB_ITEM_STATES = ("pending", "recorded", "skipped")
+
+rerun_jobs = sa.Table(
+    "rerun_jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("analyzer", sa.String(200), nullable=False),
+    sa.Column("analyzer_version", sa.String(100), nullable=False),
+    # The RerunSelection as given (JSON), for `jobs show` and schedules.
+    sa.Column("selection", _json(), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("budget_usd", sa.Float()),
+    sa.Column("allow_writes", sa.Boolean(), nullable=False),
+    sa.Column("deliver", sa.Boolean(), nullable=False),
+    sa.Column("batch", sa.Boolean(), nullable=False),
+    # What one run is expected to cost at the standard price, and the whole job's estimate.
+    sa.Column("estimate_per_run_usd", sa.Float(), nullable=False),
+    sa.Column("estimated_usd", sa.Float(), nullable=False),
+    sa.Column("selected", sa.Integer(), nullable=False),
+    # The process working on the job ("host:pid:token"), so a resume can take over its runs.
+    sa.Column("runner", sa.String(200)),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("finished_at", UtcDateTime()),
+    sa.CheckConstraint(_one_of("status", JOB_STATUSES), name="status"),
+    sa.Index(None, "created_at"),
+)
+
+rerun_job_items = sa.Table(
+    "rerun_job_items",
+    metadata,
+    sa.Column("job_id", sa.String(32), sa.ForeignKey("rerun_jobs.id"), primary_key=True),
+    sa.Column("position", sa.Integer(), primary_key=True),
+    sa.Column("conversation_pk", BigPk, sa.ForeignKey("conversations.id"), nullable=False),
+    sa.Column("version_id", BigPk, sa.ForeignKey("conversation_versions.id")),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("analysis_runs.id")),
+    sa.Column("reason", sa.Text()),
+    sa.UniqueConstraint("job_id", "conversation_pk"),
+    sa.CheckConstraint(_one_of("state", JOB_ITEM_STATES), name="state"),
+    sa.CheckConstraint("state <> 'recorded' OR run_id IS NOT NULL", name="recorded_has_run"),
+    sa.Index(None, "job_id", "state"),
+    sa.Index(None, "run_id"),
 )
 
 # Schedules (`posthoc beat`): the lease that lets one beat fire at a time across the fleet, and

@@ -1,24 +1,28 @@
 """What a schedule's firing does: record a standalone run, or start a rerun job, for one slot.
 
 Both are idempotent by (schedule, slot), as the beat requires: the standalone run is recorded
-under its selection record's id, and a rerun job is started under `requested_by` =
-`schedule:<name>:<slot>` (an existing job with that tag is returned instead of a second one).
+under its selection record's id, and a rerun job is started with `requested_by` =
+`schedule:<name>:<slot>`; a job with that tag found in the ledger is taken instead of a second
+one (a beat that died between starting the job and recording the firing).
 Windows are relative to the slot, never to when the firing happens to run.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from analyzers.definitions.versions import parse_selector
 from analyzers.errors import ConfigError
+from schemas.rerun import JobSummary, RerunSelection
 from schemas.schedule import RerunAction, ScheduleSpec, StandaloneAction
 from worker.catalog import Catalog
+from worker.engine.results_reader import ResultsSelection
 from worker.ledger import Ledger
-from worker.scheduling.standalone import ResultsSelection, record_standalone_run
+from worker.ledger.schedules import ScheduleLedger
+from worker.scheduling.rerun import start_rerun_job
+from worker.scheduling.standalone import record_standalone_run
 
 Enqueue = Callable[[Sequence[str]], None]
 StartRerun = Callable[[ScheduleSpec, RerunAction, datetime], dict[str, Any]]
@@ -98,37 +102,49 @@ def schedule_catalog_problems(schedules: Sequence[ScheduleSpec], catalog: Catalo
     return problems
 
 
-def rerun_starter(ledger: Ledger, catalog: Catalog, *, default_model: str) -> StartRerun | None:
-    """Starts rerun jobs through `worker.scheduling.rerun.start_rerun_job` (the rerun work), or
-    None where that module is not part of this build."""
-    try:
-        rerun: Any = importlib.import_module("worker.scheduling.rerun")
-        schemas_rerun: Any = importlib.import_module("schemas.rerun")
-    except ImportError:
-        return None
+def rerun_starter(
+    ledger: Ledger,
+    catalog: Catalog,
+    *,
+    default_model: str,
+    execute: Callable[[str], object] | None = None,
+) -> StartRerun:
+    """Starts a schedule's rerun job (`start_rerun_job`, as `posthoc rerun` does) once per
+    (schedule, slot), and hands its id to `execute` (the beat runs it; without `execute`, it
+    waits for `posthoc rerun --resume JOB`)."""
+    store = ScheduleLedger(ledger.engine, now=ledger.clock)
 
     def start(spec: ScheduleSpec, action: RerunAction, slot: datetime) -> dict[str, Any]:
-        name, version = parse_selector(action.analyzer)
-        selection = schemas_rerun.RerunSelection(
-            analyzer=name,
-            version=version,
-            since=slot - action.since.as_timedelta(),
-            until=slot - action.until.as_timedelta(),
-            tenant=action.tenant,
-            agent=action.agent,
-            outcome=action.outcome,
-            where=action.where,
-            failed_only=action.failed_only,
-        )
-        summary = rerun.start_rerun_job(
-            ledger,
-            catalog,
-            selection,
-            default_model=default_model,
-            budget_usd=action.budget_usd,
-            allow_writes=action.allow_writes,
-            requested_by=f"schedule:{spec.name}:{slot.isoformat()}",
-        )
-        return {"job_id": summary.job_id, "selected": summary.selected}
+        tag = f"schedule:{spec.name}:{slot.isoformat()}"
+        job_id = store.rerun_job_requested_by(tag)
+        created = job_id is None
+        if job_id is None:
+            name, version = parse_selector(action.analyzer)
+            selection = RerunSelection(
+                analyzer=name,
+                version=version,
+                since=slot - action.since.as_timedelta(),
+                until=slot - action.until.as_timedelta(),
+                tenant=action.tenant,
+                agent=action.agent,
+                outcome=action.outcome,
+                where=action.where,
+                failed_only=action.failed_only,
+            )
+            summary = start_rerun_job(
+                ledger,
+                catalog,
+                selection,
+                default_model=default_model,
+                budget_usd=action.budget_usd,
+                allow_writes=action.allow_writes,
+                deliver=action.deliver,
+                requested_by=tag,
+            )
+            assert isinstance(summary, JobSummary)  # noqa: S101 - not a dry run
+            job_id = summary.job_id
+        if execute is not None:
+            execute(job_id)
+        return {"job_id": job_id, "created": created}
 
     return start

@@ -27,6 +27,8 @@ POSTGRES_ADMIN_URLS = (
     "postgresql+psycopg://root@127.0.0.1:5432/postgres",
 )
 LEDGER_TABLES = (
+    "rerun_job_items",
+    "rerun_jobs",
     "deliveries",
     "disabled_destinations",
     "effects",

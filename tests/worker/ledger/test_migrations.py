@@ -24,6 +24,8 @@ EXPECTED_TABLES = {
     "disabled_destinations",
     "api_keys",
     "webhook_deliveries",
+    "rerun_jobs",
+    "rerun_job_items",
     "alembic_version",
 }
 

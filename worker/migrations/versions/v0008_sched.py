@@ -1,7 +1,7 @@
 """Schedules: the beat lease and the record of every firing.
 
 Revision ID: 0007_sched
-Revises: 0006_fleet
+Revises: 0007_rerun
 Create Date: 2026-11-30
 
 `scheduler_leases` holds the one lease that lets a single `posthoc beat` fire at a time across
@@ -19,7 +19,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0007_sched"
-down_revision: str | Sequence[str] | None = "0006_fleet"
+down_revision: str | Sequence[str] | None = "0007_rerun"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
