@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from analyzers.tools.base import JSON, Tool, ToolContext, ToolKind, ToolOutcome
@@ -92,7 +92,11 @@ def _parse_time(value: Any, name: str, problems: list[str]) -> datetime | None:
     if moment.tzinfo is None:
         problems.append(f"$.{name}: give a time zone (e.g. 2026-11-30T00:00:00Z)")
         return None
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        problems.append(f"$.{name}: {value!r} is out of range")
+        return None
 
 
 def _no_reader(tool: str) -> ToolOutcome:
