@@ -85,7 +85,7 @@ def test_a_bad_schedule_is_a_usage_error_with_file_line_field_and_rule(workdir: 
 
 
 def _beat(folder: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    return subprocess.Popen(  # noqa: S603 - our own entry point
         [sys.executable, "-c", "from worker.cli import main; main()", "beat", str(folder)],
         env=env,
         stdout=subprocess.DEVNULL,
