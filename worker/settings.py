@@ -130,7 +130,8 @@ class Settings(BaseSettings):
     consumer_stall_seconds: int = Field(
         default=15,
         ge=2,
-        description="A consumer whose prefetch window stays full with free slots reconnects.",
+        description="A consumer that stalls with free slots (its prefetch window stuck full, or "
+        "no task started for this long while work waits for it) reconnects.",
     )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -121,22 +121,7 @@ def busy_worker(fleet: Fleet, ledger: Ledger, name: str, **settings: str) -> tup
     return worker, port
 
 
-@pytest.mark.parametrize(
-    "outage",
-    [
-        "redis",
-        pytest.param(
-            "rabbitmq",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="known defect, issue 8 left open: after a RabbitMQ cut the consumer "
-                "reconnects (health 200) but, when this runs after the Redis variant, only one "
-                "waiting message is delivered within 120 s; passes when run alone",
-            ),
-        ),
-    ],
-    indirect=True,
-)
+@pytest.mark.parametrize("outage", ["redis", "rabbitmq"], indirect=True)
 def test_a_busy_worker_consumes_again_after_the_broker_comes_back(
     outage_fleet: Fleet, outage: Outage, ledger: Ledger
 ) -> None:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from worker.engine.liveness import (
     EXIT_NOT_CONSUMING,
     STALE_TICK_SECONDS,
+    STALLS_BEFORE_NOT_CONSUMING,
     ConsumerWatch,
     Liveness,
     Watchdog,
@@ -114,6 +115,88 @@ def test_a_busy_or_healthy_consumer_is_left_alone(monkeypatch: pytest.MonkeyPatc
     watch = ConsumerWatch(amqp)
     for _ in range(3):
         watch._check(amqp)
+
+
+def _amqp_consumer(limit: int) -> Any:
+    """A consumer on a transport whose broker keeps the prefetch window (no client QoS)."""
+    consumer = _consumer(limit=limit, can_consume=True)
+    consumer.task_consumer = SimpleNamespace(channel=SimpleNamespace())
+    return consumer
+
+
+def _stall_twice(watch: ConsumerWatch, consumer: Any) -> None:
+    watch._check(consumer)  # first sight of the stall
+    with pytest.raises(ConnectionResetError):
+        watch._check(consumer)
+
+
+def test_on_amqp_a_reserved_request_that_never_starts_forces_a_reconnect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Seen after a RabbitMQ outage: a redelivered message reserved, never started, slots free.
+    consumer = _amqp_consumer(limit=3)
+    liveness: Liveness = consumer.app.conf["posthoc_liveness"]
+    liveness.consumer_started()
+    monkeypatch.setattr(worker_state, "reserved_requests", {object()})
+    monkeypatch.setattr(worker_state, "all_total_count", [7])
+    watch = ConsumerWatch(consumer)
+    _stall_twice(watch, consumer)
+    assert liveness.report().consuming is True  # one forced reconnect: still worth a try
+
+
+def test_on_amqp_messages_the_broker_held_after_the_last_start_mean_a_stall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer = _amqp_consumer(limit=3)
+    liveness: Liveness = consumer.app.conf["posthoc_liveness"]
+    monkeypatch.setattr(worker_state, "all_total_count", [0])
+    watch = ConsumerWatch(consumer)
+    liveness.note_broker_depth(0)
+    for _ in range(3):
+        watch._check(consumer)  # nothing waits for this worker: idle, not stalled
+    liveness.note_broker_depth(5)
+    _stall_twice(watch, consumer)
+
+
+def test_on_amqp_a_depth_measured_before_the_last_start_is_no_evidence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    consumer = _amqp_consumer(limit=3)
+    liveness = Liveness(clock)
+    consumer.app.conf["posthoc_liveness"] = liveness
+    counter = [0]
+    monkeypatch.setattr(worker_state, "all_total_count", counter)
+    watch = ConsumerWatch(consumer)
+    liveness.note_broker_depth(5)  # measured at 1000
+    clock.now += 1
+    counter[0] += 1  # a task started at 1001, after the measurement: it may have been that one
+    for _ in range(3):
+        clock.now += 1
+        watch._check(consumer)
+    liveness.note_broker_depth(5)  # still held at 1004: now it is evidence
+    clock.now += 1
+    _stall_twice(watch, consumer)
+
+
+def test_on_amqp_repeated_stalls_without_a_start_report_not_consuming(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer = _amqp_consumer(limit=3)
+    liveness: Liveness = consumer.app.conf["posthoc_liveness"]
+    liveness.consumer_started()
+    counter = [0]
+    monkeypatch.setattr(worker_state, "all_total_count", counter)
+    monkeypatch.setattr(worker_state, "reserved_requests", {object()})
+    watch = ConsumerWatch(consumer)
+    for _ in range(STALLS_BEFORE_NOT_CONSUMING):
+        assert liveness.report().consuming is True
+        _stall_twice(watch, consumer)
+    report = liveness.report()
+    assert report.consuming is False  # the watchdog's exit clock runs from here
+    counter[0] += 1  # a task started after all: unstuck
+    watch._check(consumer)
+    assert liveness.report().consuming is True
 
 
 @pytest.fixture

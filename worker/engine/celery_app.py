@@ -128,7 +128,9 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
             if outcome.status in {"succeeded", "failed"}:
                 # The outbox rows committed with the result; wake their deliveries now (the
                 # delivery sweeper finds them anyway should these messages be lost).
-                enqueue_deliveries_with(app)(service.pending_deliveries(run_id))
+                enqueue_deliveries_with(app, service.deliverer.store)(
+                    service.pending_deliveries(run_id)
+                )
             if outcome.children:
                 # Chained runs committed with the result; the sweeper sends them if this fails.
                 enqueue_with(app, service.ledger)(list(outcome.children))
@@ -150,12 +152,21 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
     return app
 
 
-def enqueue_deliveries_with(app: Celery) -> Any:
-    """A function that puts delivery ids on `app`'s queue."""
+class WakeRecorder(Protocol):
+    """What `enqueue_deliveries_with` records wake-ups in (the delivery ledger)."""
+
+    def mark_woken(self, ids: Sequence[str]) -> None: ...
+
+
+def enqueue_deliveries_with(app: Celery, recorder: WakeRecorder | None = None) -> Any:
+    """A function that puts delivery ids on `app`'s queue, recording each wake-up in
+    `recorder` first so the delivery sweeper does not send another while this one waits."""
 
     queue = app.conf.task_default_queue
 
     def enqueue(delivery_ids: Sequence[str]) -> None:
+        if recorder is not None:
+            recorder.mark_woken(delivery_ids)
         for delivery_id in delivery_ids:
             app.send_task(DELIVER_TASK, args=[delivery_id], queue=queue)
 
@@ -239,15 +250,20 @@ def _get_service(app: Celery) -> Any:
         if _service is None:
             from worker.engine.service import WorkerService  # noqa: PLC0415 - heavy, only in workers
 
-            _service = WorkerService(
-                app.conf.posthoc_settings,
-                queue_depth=lambda: queue_depth(
-                    app, app.conf.posthoc_settings.stale_queued_seconds
-                ),
-            )
+            liveness: Liveness | None = app.conf.get("posthoc_liveness")
+
+            def measured_depth() -> int | None:
+                depth = queue_depth(app, app.conf.posthoc_settings.stale_queued_seconds)
+                if liveness is not None:  # the consumer's stall check reads it
+                    liveness.note_broker_depth(depth)
+                return depth
+
+            _service = WorkerService(app.conf.posthoc_settings, queue_depth=measured_depth)
             _service.enqueue = enqueue_with(app, _service.ledger, takeover=True)
             _service.start_sweeper()
-            _service.start_delivery_sweeper(enqueue_deliveries_with(app))
+            _service.start_delivery_sweeper(
+                enqueue_deliveries_with(app, _service.deliverer.store)
+            )
         return _service
 
 

@@ -8,8 +8,16 @@ the broker for more, and never noticed the dead connection either. Nothing said 
 Three parts, so that a worker either consumes or stops existing:
 - `ConsumerWatch`, a Celery consumer bootstep: marks the consumer consuming while its blueprint
   runs, ticks on the consumer's own event loop every second (a loop that no longer turns stops
-  ticking), and when the prefetch window stays full with pool slots free it raises a connection
-  error inside the loop, which makes Celery drop the connection and reconnect with a fresh one.
+  ticking), and when the consumer stalls with pool slots free it raises a connection error
+  inside the loop, which makes Celery drop the connection and reconnect with a fresh one.
+  Stalled means, on Redis, that kombu's client-side prefetch window stays full; on RabbitMQ
+  (where the broker keeps the window) that no task has started for a while although work waits
+  for this worker: a request reserved but not started, or messages the broker still held after
+  the last task started (the sweeper measures the depth). The second case was seen after a
+  RabbitMQ outage: Celery's hub failed while resetting (`Error cleaning up after event loop`),
+  and the new channel then kept its whole prefetch window unacknowledged, so the broker sent
+  nothing more while the loop kept ticking. A consumer that stalls again and again without a
+  task starting in between reports itself not consuming, so the watchdog below ends it.
 - `Watchdog`, a thread: while consuming it touches the heartbeat file; when the process has not
   consumed for `exit_after` seconds it exits non-zero so its supervisor starts a fresh one. Runs
   are durable in the ledger, so exiting loses nothing: their leases expire and they are taken
@@ -40,6 +48,9 @@ EXIT_NOT_CONSUMING = 75
 TICK_SECONDS = 1.0
 STALE_TICK_SECONDS = 10.0
 """A consumer whose event loop has not ticked for this long is not consuming."""
+STALLS_BEFORE_NOT_CONSUMING = 3
+"""Forced reconnects in a row, with no task started in between, after which the consumer
+reports itself not consuming (and the watchdog's exit clock starts)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,9 @@ class Liveness:
         self.restarts = 0
         self.stopping = False
         """Set on a warm shutdown: the consumer stops on purpose while analyses finish."""
+        self._stalls = 0
+        self._broker_depth: int | None = None
+        self._broker_depth_at: float | None = None
 
     def consumer_started(self) -> None:
         with self._lock:
@@ -89,16 +103,50 @@ class Liveness:
         with self._lock:
             self._started = False
 
+    def now(self) -> float:
+        """This liveness's clock (the stall check keeps its times on it too)."""
+        return self._clock()
+
     def tick(self) -> None:
         with self._lock:
             self._last_tick = self._clock()
+
+    def note_broker_depth(self, depth: int | None) -> None:
+        """What the sweeper last measured: messages waiting in this worker's queues."""
+        with self._lock:
+            self._broker_depth, self._broker_depth_at = depth, self._clock()
+
+    def broker_held_work_after(self, moment: float) -> bool:
+        """Whether the broker still held waiting messages at a measurement after `moment`."""
+        with self._lock:
+            return (
+                self._broker_depth is not None
+                and self._broker_depth > 0
+                and self._broker_depth_at is not None
+                and self._broker_depth_at > moment
+            )
+
+    def stalled(self) -> None:
+        """The consumer was forced to reconnect because it stalled."""
+        with self._lock:
+            self._stalls += 1
+
+    def progressed(self) -> None:
+        """A task started: whatever stalled before is unstuck."""
+        with self._lock:
+            self._stalls = 0
 
     def report(self) -> LivenessReport:
         """Consuming means: the consumer started, and its event loop ticked lately."""
         with self._lock:
             now = self._clock()
             tick_age = None if self._last_tick is None else now - self._last_tick
-            live = self._started and tick_age is not None and tick_age <= STALE_TICK_SECONDS
+            live = (
+                self._started
+                and tick_age is not None
+                and tick_age <= STALE_TICK_SECONDS
+                and self._stalls < STALLS_BEFORE_NOT_CONSUMING
+            )
             if live != self._was_live:
                 self._was_live = live
                 self._changed_at = now
@@ -125,6 +173,8 @@ class ConsumerWatch(bootsteps.StartStopStep):
         self.stall_seconds: float = 15.0 if stall_seconds is None else float(stall_seconds)
         self._entry: Any = None
         self._stalled_since: float | None = None
+        self._started_tasks = worker_state.all_total_count[0]
+        self._progress_at = self.liveness.now() if self.liveness is not None else 0.0
 
     def start(self, parent: Any) -> None:
         if self.liveness is None:
@@ -146,11 +196,23 @@ class ConsumerWatch(bootsteps.StartStopStep):
         """On the consumer's event loop: tick, and force a reconnect when stalled."""
         assert self.liveness is not None  # noqa: S101 - only scheduled with a liveness
         self.liveness.tick()
+        now = self.liveness.now()
+        started_tasks = worker_state.all_total_count[0]
+        if started_tasks != self._started_tasks:
+            self._started_tasks, self._progress_at = started_tasks, now
+            self.liveness.progressed()
         slots = getattr(consumer.pool, "limit", None) or 0
         free_slots = slots - len(worker_state.active_requests)
         waiting = len(worker_state.reserved_requests) - len(worker_state.active_requests)
-        stalled = _can_consume(consumer) is False and free_slots > 0 and waiting <= 0
-        now = time.monotonic()
+        can_consume = _can_consume(consumer)
+        if can_consume is None:  # the broker keeps the window (AMQP)
+            stalled = (
+                free_slots > 0
+                and now - self._progress_at >= self.stall_seconds
+                and (waiting > 0 or self.liveness.broker_held_work_after(self._progress_at))
+            )
+        else:
+            stalled = can_consume is False and free_slots > 0 and waiting <= 0
         if not stalled:
             self._stalled_since = None
             return
@@ -160,10 +222,17 @@ class ConsumerWatch(bootsteps.StartStopStep):
         if now - self._stalled_since < self.stall_seconds or consumer.hub is None:
             return
         self._stalled_since = None
-        log.warning("consumer.stalled", free_slots=free_slots, stalled_seconds=self.stall_seconds)
+        self.liveness.stalled()
+        log.warning(
+            "consumer.stalled",
+            free_slots=free_slots,
+            waiting_requests=max(waiting, 0),
+            stalled_seconds=self.stall_seconds,
+        )
         # Raised inside the event loop, a connection error makes Celery close this connection
-        # and reconnect (`Consumer.start`); the new channel has a fresh prefetch window.
-        raise ConnectionResetError("posthoc: the consumer's prefetch window is stuck full")
+        # and reconnect (`Consumer.start`); the new channel has a fresh prefetch window, and the
+        # broker gives the unacknowledged messages of the old one back.
+        raise ConnectionResetError("posthoc: the consumer stalled with free slots")
 
 
 class Watchdog:

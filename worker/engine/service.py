@@ -201,7 +201,11 @@ class WorkerService:
     def sweep_deliveries_once(self) -> list[str]:
         store = self.deliverer.store
         with store.read() as connection:
-            ids = due_deliveries(connection, store.now())
+            ids = due_deliveries(
+                connection,
+                store.now(),
+                rewake_after_seconds=self.settings.stale_queued_seconds,
+            )
         if ids and self.enqueue_deliveries is not None:
             self.enqueue_deliveries(ids)
         return ids

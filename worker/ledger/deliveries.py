@@ -185,6 +185,7 @@ def claim(
         .values(
             status="delivering",
             attempts=deliveries.c.attempts + 1,
+            woken_at=None,
             lease_owner=worker_id,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             updated_at=now,
@@ -268,6 +269,7 @@ def retry_or_dead(
         .where(_held(delivery, worker_id))
         .values(
             status="pending",
+            woken_at=None,
             next_attempt_at=now + timedelta(seconds=max(0.0, delay_seconds)),
             lease_owner=None,
             lease_expires_at=None,
@@ -327,23 +329,39 @@ def disabled(connection: Connection) -> list[tuple[str, str, datetime]]:
     return [(r.destination, r.reason, r.disabled_at) for r in rows]
 
 
-def due(connection: Connection, now: datetime, limit: int = 500) -> list[str]:
-    """Deliveries to wake: pending and due, or delivering under an expired lease."""
-    return list(
-        connection.execute(
-            sa.select(deliveries.c.id)
-            .where(
-                sa.or_(
-                    sa.and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now),
-                    sa.and_(
-                        deliveries.c.status == "delivering", deliveries.c.lease_expires_at <= now
-                    ),
-                )
-            )
-            .order_by(deliveries.c.next_attempt_at)
-            .limit(limit)
-        ).scalars()
+def due(
+    connection: Connection,
+    now: datetime,
+    limit: int = 500,
+    *,
+    rewake_after_seconds: float | None = None,
+) -> list[str]:
+    """Deliveries to wake: pending and due, or delivering under an expired lease. With
+    `rewake_after_seconds`, one whose wake-up was sent within that time is left out: its message
+    may still wait behind a long queue, and one more per sweep would only lengthen it."""
+    claimable = sa.or_(
+        sa.and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now),
+        sa.and_(deliveries.c.status == "delivering", deliveries.c.lease_expires_at <= now),
     )
+    query = sa.select(deliveries.c.id).where(claimable)
+    if rewake_after_seconds is not None:
+        query = query.where(
+            sa.or_(
+                deliveries.c.woken_at.is_(None),
+                deliveries.c.woken_at <= now - timedelta(seconds=rewake_after_seconds),
+            )
+        )
+    return list(
+        connection.execute(query.order_by(deliveries.c.next_attempt_at).limit(limit)).scalars()
+    )
+
+
+def mark_woken(connection: Connection, now: datetime, ids: Sequence[str]) -> None:
+    """A wake-up message for each of `ids` is being sent now."""
+    if ids:
+        connection.execute(
+            sa.update(deliveries).where(deliveries.c.id.in_(list(ids))).values(woken_at=now)
+        )
 
 
 def replay(connection: Connection, now: datetime, ids: Sequence[str]) -> list[str]:
@@ -355,6 +373,7 @@ def replay(connection: Connection, now: datetime, ids: Sequence[str]) -> list[st
         .values(
             status="pending",
             attempts=0,
+            woken_at=None,
             next_attempt_at=now,
             dead_reason=None,
             updated_at=now,
@@ -441,6 +460,10 @@ class DeliveryLedger:
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as connection, connection.begin():
             yield connection
+
+    def mark_woken(self, ids: Sequence[str]) -> None:
+        with self.write() as connection:
+            mark_woken(connection, self.now(), ids)
 
 
 def stored_or_failed_result(connection: Connection, run_id: str) -> AnalysisResult | None:

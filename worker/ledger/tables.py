@@ -245,6 +245,9 @@ deliveries = sa.Table(
     sa.Column("next_attempt_at", UtcDateTime(), nullable=False),
     sa.Column("lease_owner", sa.String(200)),
     sa.Column("lease_expires_at", UtcDateTime()),
+    # When a wake-up message was last sent for it: the sweeper leaves a lately woken delivery
+    # alone, its message may wait behind a long queue (NULL: none on its way).
+    sa.Column("woken_at", UtcDateTime()),
     # What the destination told us (Slack: channel id and each part's ts).
     sa.Column("receipt", _json()),
     sa.Column("last_error", sa.Text()),

@@ -106,6 +106,41 @@ def test_claim_park_dead_letter_and_replay(
         assert again.attempts == 1
 
 
+def test_a_woken_delivery_is_not_woken_again_while_its_message_may_still_wait(
+    ledger: Ledger, queue_run: QueueRun, clock: ManualClock
+) -> None:
+    # The defect: the sweeper sent a wake-up for every pending delivery at every sweep, so one
+    # waiting behind a long queue got a new message every ten seconds and the queue kept growing.
+    run_id = _complete(ledger, queue_run)
+    store = DeliveryLedger(ledger.engine, now=clock)
+    delivery = outbox.delivery_id(run_id, "slack", "#escalations")
+    with store.read() as c:
+        assert delivery in outbox.due(c, clock(), rewake_after_seconds=300)
+    store.mark_woken([delivery])
+    clock.advance(299)
+    with store.read() as c:
+        assert delivery not in outbox.due(c, clock(), rewake_after_seconds=300)
+        assert delivery in outbox.due(c, clock())  # without the rule: every sweep
+    clock.advance(2)  # the wake-up must have been lost: wake it once more
+    with store.read() as c:
+        assert delivery in outbox.due(c, clock(), rewake_after_seconds=300)
+    store.mark_woken([delivery])
+    with store.write() as c:
+        assert outbox.claim(c, clock(), delivery, "w1", 60) is not None
+        outbox.retry_or_dead(
+            c, clock(), delivery, "w1", error="429", reason="rate", delay_seconds=5
+        )
+    clock.advance(6)  # a parked retry is woken as soon as it is due, whatever woke it before
+    with store.read() as c:
+        assert delivery in outbox.due(c, clock(), rewake_after_seconds=300)
+    store.mark_woken([delivery])
+    with store.write() as c:
+        assert outbox.claim(c, clock(), delivery, "dying", 60) is not None
+    clock.advance(61)  # and a dead worker's delivery is taken over when its lease expires
+    with store.read() as c:
+        assert delivery in outbox.due(c, clock(), rewake_after_seconds=300)
+
+
 def test_an_expired_lease_is_taken_over(
     ledger: Ledger, queue_run: QueueRun, clock: ManualClock
 ) -> None:

@@ -1,7 +1,7 @@
 """Schedules: the beat lease and the record of every firing.
 
 Revision ID: 0007_sched
-Revises: 0007_rerun
+Revises: 0007_rerun, 0007_delivery_wakeups
 Create Date: 2026-11-30
 
 `scheduler_leases` holds the one lease that lets a single `posthoc beat` fire at a time across
@@ -19,7 +19,9 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0007_sched"
-down_revision: str | Sequence[str] | None = "0007_rerun"
+# Merges the two revisions that followed 0006_fleet on parallel branches (rerun jobs and
+# delivery wake-ups); the lead may re-chain this linearly on merge.
+down_revision: str | Sequence[str] | None = ("0007_rerun", "0007_delivery_wakeups")
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
