@@ -261,9 +261,7 @@ def _get_service(app: Celery) -> Any:
             _service = WorkerService(app.conf.posthoc_settings, queue_depth=measured_depth)
             _service.enqueue = enqueue_with(app, _service.ledger, takeover=True)
             _service.start_sweeper()
-            _service.start_delivery_sweeper(
-                enqueue_deliveries_with(app, _service.deliverer.store)
-            )
+            _service.start_delivery_sweeper(enqueue_deliveries_with(app, _service.deliverer.store))
         return _service
 
 
