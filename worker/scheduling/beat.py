@@ -7,8 +7,11 @@ Each tick:
 
 1. Take or renew the fleet's beat lease (`ScheduleLedger.hold_lease`). A beat without it does
    nothing but try again next tick: it takes over once the holder's lease has expired.
-2. Finish firings a previous holder claimed and never finished (it died mid-action): their
-   actions are idempotent by (schedule, slot), so doing one again records nothing twice.
+2. Finish firings claimed and never finished (a previous holder died mid-action, or the action
+   met a passing error such as the database going away): their actions are idempotent by
+   (schedule, slot), so doing one again records nothing twice. An action that cannot be done
+   as written (`ConfigError`, `ValueError`: an analyzer not loaded, a selection refused) is
+   recorded `failed` with the reason and not tried again.
 3. For each enabled schedule, fire its due slots: every slot after the schedule's last
    recorded one, up to now, that is at most `missed_grace` old, oldest first. Each fires by
    claiming the row (schedule, slot) under a unique constraint, in the transaction that checks
@@ -33,6 +36,7 @@ from typing import Any
 import structlog
 
 from analyzers.definitions.schedules import latest_slot, next_slot, slots_between
+from analyzers.errors import ConfigError
 from schemas.schedule import ScheduleSpec
 from worker.ledger.schedules import ScheduleLedger
 
@@ -143,12 +147,19 @@ class Beat:
         bound = {"schedule": spec.name, "scheduled_for": slot.isoformat()}
         try:
             detail = self.fire(spec, slot)
-        except Exception as exc:
-            # The reason is recorded; transcript text never reaches an action's error message.
-            log.exception("schedule.failed", **bound)
+        except (ConfigError, ValueError) as exc:
+            # The schedule cannot be done as written (an analyzer gone, a selection refused):
+            # record why, once. The message names the field; it never holds transcript text.
+            log.warning("schedule.failed", reason=str(exc), **bound)
             self.store.finish_firing(
                 spec.name, slot, "failed", error=f"{type(exc).__name__}: {exc}"
             )
+            report.failed.append((spec.name, slot))
+            return
+        except Exception:
+            # Anything else (the database or the broker away for a moment) may pass: the
+            # firing stays `firing` and the next tick does it again (it is idempotent).
+            log.exception("schedule.retry_later", **bound)
             report.failed.append((spec.name, slot))
             return
         self.store.finish_firing(spec.name, slot, "fired", detail=detail)

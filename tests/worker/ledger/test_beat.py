@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from analyzers.definitions.schedules import slots_between
+from analyzers.errors import ConfigError
 from schemas.schedule import ScheduleSpec
 from worker.catalog import Catalog
 from worker.ledger import Ledger, ManualClock
@@ -227,3 +228,36 @@ def test_a_beat_without_the_lease_fires_nothing_and_takes_over_when_it_expires(
     # The holder claims a slot once; the unique (schedule, slot) refuses it a second time.
     assert store.claim_firing("beat-b", "every_two_minutes", later, "standalone") is True
     assert store.claim_firing("beat-b", "every_two_minutes", later, "standalone") is False
+
+
+def test_a_passing_error_is_retried_next_tick_and_a_config_error_is_recorded_once(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    calls: list[str] = []
+
+    def flaky(spec: ScheduleSpec, slot: datetime) -> dict[str, str]:
+        calls.append(spec.name)
+        if spec.name == "hourly":
+            raise ConfigError("standalone.analyzer: 'daily_digest' is not loaded")
+        if len(calls) <= 2:
+            raise OSError("the database went away")
+        return {"done": spec.name}
+
+    store = ScheduleLedger(ledger.engine, now=clock)
+    beat = Beat(schedules()[1:], store, flaky, owner="beat-a", lease_seconds=LEASE_SECONDS)
+    report = beat.tick()
+    assert sorted(name for name, _ in report.failed) == ["every_five_paris", "hourly"]
+    assert {f.schedule: f.status for f in store.firings()} == {
+        "every_five_paris": "firing",
+        "hourly": "failed",
+    }
+    clock.advance(STEP_SECONDS)
+    report = beat.tick()
+    assert [name for name, _ in report.finished] == ["every_five_paris"]
+    assert {f.schedule: f.status for f in store.firings()} == {
+        "every_five_paris": "fired",
+        "hourly": "failed",
+    }
+    [hourly] = store.firings("hourly")
+    assert hourly.error == "ConfigError: standalone.analyzer: 'daily_digest' is not loaded"
+    assert calls.count("hourly") == 1, "a config error is not tried again"
