@@ -102,11 +102,98 @@ class QualityScores(_Output):
     )
 
 
+StepStatus = Literal[
+    "done",
+    "done_out_of_order",
+    "wrong_parameters",
+    "skipped",
+    "skipped_condition_false",
+    "not_verifiable",
+]
+"""What the agent did with one procedure step (see `analyzers.procedures.adherence`)."""
+
+
+class StepVerdict(_Output):
+    """One step of the agent's procedure and what the agent did with it."""
+
+    step: str = Field(
+        max_length=16,
+        description="The step's position in the procedure: '3', or '3.1' for the first step "
+        "nested in step 3.",
+    )
+    kind: Literal["instruction", "tool", "if"] = Field(description="The step's kind.")
+    status: StepStatus = Field(
+        description="done; done_out_of_order (done, but before an earlier step); "
+        "wrong_parameters; skipped; skipped_condition_false (its condition did not hold, so it "
+        "was rightly not done; for an `if` step: the condition did not hold); not_verifiable "
+        "(the conversation does not let you tell)."
+    )
+    event_index: int | None = Field(
+        default=None, ge=0, description="The event (0-based) that shows the step done, if any."
+    )
+    evidence_turns: list[int] = Field(
+        default_factory=list, description="The turns (0-based) your status rests on."
+    )
+    note: str = Field(default="", max_length=2000, description="Why, in one sentence.")
+
+
+class Adherence(_Output):
+    """Whether the agent followed its procedure, step by step.
+
+    The runtime fills `procedure`, `procedure_version`, `verdict` and `score`, and decides every
+    tool step and every `if` with an expression from the event log; the model's statuses for
+    those are replaced. The model records only the steps it is asked to judge.
+    """
+
+    procedure: str = Field(default="", description="Filled by the runtime.")
+    procedure_version: int | None = Field(default=None, description="Filled by the runtime.")
+    verdict: Literal["followed", "deviated", "not_applicable", "unknown"] = Field(
+        default="unknown", description="Filled by the runtime."
+    )
+    score: float = Field(default=0.0, ge=0.0, le=1.0, description="Filled by the runtime.")
+    steps: list[StepVerdict] = Field(
+        default_factory=list,
+        description="One entry per step you were asked to judge (the runtime adds the others).",
+    )
+
+
+class InstructionText(_Output):
+    """The instruction text of one step of a captured procedure."""
+
+    step: str = Field(max_length=16, description="The step number as shown: '2' or '3.1'.")
+    instruction: Text = Field(description="What the agent does in this step, imperatively.")
+
+
+class ProcedureCandidate(_Output):
+    """The words of a procedure learned from this conversation; its steps, tools and argument
+    templates come from the event log and are filled by the runtime."""
+
+    name: Text = Field(
+        max_length=64,
+        description="lower_snake_case name of the task, such as vendor_onboarding.",
+    )
+    trigger_description: Text = Field(
+        description="When the procedure applies, as 'When the customer asks to ...'."
+    )
+    patterns: list[Text] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Trigger patterns: `*` is any few words, `|` separates alternatives "
+        "('onboard * vendor|add new vendor').",
+    )
+    description: str = Field(default="", description="What the procedure accomplishes.")
+    instructions: list[InstructionText] = Field(
+        default_factory=list, description="An instruction text for each step you were shown."
+    )
+
+
 QualityAssessment.model_rebuild()
 
 OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     "next_step": NextStep,
     "follow_up": FollowUp,
     "quality_assessment": QualityAssessment,
+    "adherence": Adherence,
+    "procedure_candidate": ProcedureCandidate,
 }
 """Output models an analyzer can name with `model:` instead of writing a JSON Schema."""

@@ -122,10 +122,16 @@ class Catalog:
         return list(chosen.values())
 
     def plan(
-        self, conversation: Conversation, names: Sequence[str] | None, max_attempts: int
+        self,
+        conversation: Conversation,
+        names: Sequence[str] | None,
+        max_attempts: int,
+        procedures: Sequence[Procedure] | None = None,
     ) -> list[RunPlan]:
         """One run plan per selected analyzer: queued (with the snapshot it will execute) when
-        its trigger matches, else skipped with the reason."""
+        its trigger matches, else skipped with the reason. Snapshots resolve procedures from
+        `procedures` (the store's, `worker.procedure_source`), else from the loaded files."""
+        available = self.procedures if procedures is None else procedures
         plans = []
         # A chained analyzer runs after its parent (`after:`), not on conversations by itself,
         # unless it is asked for by name.
@@ -149,9 +155,7 @@ class Catalog:
                     skip_reason=None if decision.applies else decision.reason,
                     max_attempts=max_attempts,
                     snapshot=(
-                        build_snapshot(spec, conversation, self.procedures)
-                        if decision.applies
-                        else None
+                        build_snapshot(spec, conversation, available) if decision.applies else None
                     ),
                     settle_seconds=spec.trigger.settle_seconds,
                 )

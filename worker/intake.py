@@ -17,8 +17,10 @@ from analyzers.definitions.loading import (
 )
 from analyzers.definitions.sourcemap import SourceMap
 from schemas.conversation import Conversation
+from schemas.procedure import Procedure
 from worker.catalog import Catalog
 from worker.ledger import Ledger, RunRecord, Trigger
+from worker.procedure_source import procedures_for
 
 
 @dataclass
@@ -66,14 +68,19 @@ def record(
     """Persist each conversation and record one run per selected analyzer (queued or skipped).
 
     Each run is pinned to the conversation version just saved and to a snapshot of its analyzer
-    (spec, resolved procedures, brief), so what a worker later runs is what was recorded here.
+    (spec, procedures resolved from the procedure store, brief), so what a worker later runs is
+    what was recorded here.
     With `idempotent`, submitting the same conversation content again returns the runs recorded
     the first time instead of new ones.
     """
     runs: list[tuple[Conversation, RunRecord]] = []
+    by_tenant: dict[str, list[Procedure]] = {}  # one store read per tenant and batch
     for conversation in conversations:
         ref = ledger.save_conversation(conversation)
-        plans = catalog.plan(conversation, analyzers, max_attempts)
+        tenant = conversation.tenant_id
+        if tenant not in by_tenant:
+            by_tenant[tenant] = procedures_for(ledger.procedures, catalog, conversation)
+        plans = catalog.plan(conversation, analyzers, max_attempts, by_tenant[tenant])
         prefix = (
             f"{trigger}:{conversation.tenant_id}:{conversation.conversation_id}:{ref.transcript_hash}"
             if idempotent

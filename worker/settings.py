@@ -118,6 +118,12 @@ class Settings(BaseSettings):
         description="`posthoc worker`: serve GET /healthz here (200 only while consuming).",
     )
     health_host: str = Field(default="127.0.0.1", description="Where the health port listens.")
+    shutdown_drain_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="`posthoc worker` on SIGTERM: how long analyses in flight may finish "
+        "before they are handed back to the queue (keep the supervisor's grace period above).",
+    )
     heartbeat_file: Path | None = Field(
         default=None, description="`posthoc worker`: touched every second while consuming."
     )
@@ -132,6 +138,23 @@ class Settings(BaseSettings):
         ge=2,
         description="A consumer that stalls with free slots (its prefetch window stuck full, or "
         "no task started for this long while work waits for it) reconnects.",
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "PROMETHEUS_MULTIPROC_DIR", "POSTHOC_PROMETHEUS_MULTIPROC_DIR"
+        ),
+        description="prometheus_client's multiprocess directory (its own variable, which it "
+        "reads at import): set for a worker of several processes, one empty directory each.",
+    )
+    tracing: Literal["off", "otlp", "console"] = Field(
+        default="off",
+        description="OpenTelemetry spans per run, model turn and tool call (needs the `otel` "
+        "extra); `otlp` exports to OTEL_EXPORTER_OTLP_ENDPOINT, `console` prints them.",
+    )
+    rabbitmq_queue_type: Literal["classic", "quorum"] = Field(
+        default="classic",
+        description="RabbitMQ: the type the run queues are declared with (quorum in a fleet).",
     )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -149,6 +172,15 @@ class Settings(BaseSettings):
     )
     slack_api_url: str = Field(
         default="https://slack.com/api/", description="Slack Web API base URL (tests: the fake)."
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        description="`posthoc serve`: the Slack app's signing secret, checked on every "
+        "request to POST /v1/slack/interactions (the procedure review buttons).",
+    )
+    procedure_review_channel: str | None = Field(
+        default=None,
+        description="Slack channel for the review messages of pending (learned) procedures.",
     )
     conversation_url_template: str | None = Field(
         default=None,

@@ -1,6 +1,8 @@
 """Rules that span several definitions, or need more than pydantic: run after loading.
 
-- an analyzer's procedures exist, and every tool a structured step names is one it may call;
+- an analyzer's procedures exist, and every tool a structured step names is one it may call
+  (`tool-allowed`: only for the procedures an analyzer follows itself; a procedure nobody
+  follows, such as an agent's own procedure in the store, names the agent's tools);
 - built-in tool names exist;
 - every expression compiles as CEL and reads only variables that will be there;
 - output and tool input schemas are valid JSON Schema, within `max_schema_nodes`, and their

@@ -56,6 +56,8 @@ class _Failure:
     transient: bool
     retryable: bool
     retry_after: float | None = None
+    cause: str = "other"
+    """Why, in a word from a fixed list (what the worker counts retries by)."""
 
 
 class _IdleStream(Exception):
@@ -98,7 +100,8 @@ def _classify_status(error: anthropic.APIStatusError) -> _Failure:
     detail = error.api_message or error.message
     if status == 200:  # an `event: error` inside the stream
         transient = kind not in _PERMANENT_ERROR_TYPES
-        return _Failure(error, f"stream error {kind}: {detail}", transient, transient)
+        cause = "overloaded" if kind == "overloaded_error" else "stream_error"
+        return _Failure(error, f"stream error {kind}: {detail}", transient, transient, cause=cause)
     transient = status in _RETRYABLE_STATUSES or status >= 500
     retryable = transient
     should_retry = error.response.headers.get("x-should-retry")
@@ -106,7 +109,32 @@ def _classify_status(error: anthropic.APIStatusError) -> _Failure:
         retryable = should_retry == "true"
         transient = transient or retryable
     hint = _retry_after(error.response.headers)
-    return _Failure(error, f"{status} {kind}: {detail}", transient, retryable, hint)
+    message = f"{status} {kind}: {detail}"
+    return _Failure(error, message, transient, retryable, hint, cause=_status_cause(status))
+
+
+def _status_cause(status: int) -> str:
+    if status == 429:
+        return "rate_limited"
+    if status == 529:
+        return "overloaded"
+    if status == 408:
+        return "timeout"
+    if status == 409:
+        return "conflict"
+    return "server_error" if status >= 500 else "other"
+
+
+def _transient_cause(error: Exception) -> str:
+    if isinstance(error, anthropic.APITimeoutError):
+        return "timeout"
+    if isinstance(error, anthropic.APIConnectionError):
+        return "connection"
+    if isinstance(error, httpx2.TransportError | _IncompleteStream):
+        return "stream_dropped"
+    if isinstance(error, _IdleStream):
+        return "idle_stream"
+    return "malformed_tool_input"
 
 
 def _transient_message(error: Exception) -> str | None:
@@ -128,7 +156,9 @@ def _classify(error: Exception) -> _Failure | None:
         return _classify_status(error)
     message = _transient_message(error)
     if message is not None:
-        return _Failure(error, message, transient=True, retryable=True)
+        return _Failure(
+            error, message, transient=True, retryable=True, cause=_transient_cause(error)
+        )
     if isinstance(error, anthropic.APIResponseValidationError):
         message = f"unexpected response shape: {error.message}"
         return _Failure(error, message, transient=False, retryable=False)
@@ -196,10 +226,13 @@ class AnthropicModel:
         max_backoff: float = 8.0,
         max_retry_wait: float = 60.0,
         rng: random.Random | None = None,
+        on_retry: Callable[[str], object] | None = None,
     ) -> None:
         """`max_retry_wait`: a server hint longer than this is not waited out inside the call;
         the call fails at once with `TransientModelError(retry_after=hint)` so the run can be
-        rescheduled instead of holding a worker slot."""
+        rescheduled instead of holding a worker slot. `on_retry` is told the cause of each
+        retry made inside a call (`rate_limited`, `overloaded`, `server_error`, `timeout`,
+        `connection`, `stream_dropped`, ...), for the worker's metrics."""
         if max_call_attempts < 1:
             raise ValueError(f"max_call_attempts must be at least 1, got {max_call_attempts!r}")
         # Several clients spread the connections over several pools: the HTTP pool scans its
@@ -216,6 +249,7 @@ class AnthropicModel:
         self._max_backoff = max_backoff
         self._max_retry_wait = max_retry_wait
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
+        self._on_retry = on_retry
 
     async def aclose(self) -> None:
         """Close the SDK client and its connection pool."""
@@ -359,6 +393,8 @@ class AnthropicModel:
                     f"away, too soon to wait {delay:.3g}s and retry",
                     retry_after=failure.retry_after,
                 ) from failure.error
+            if self._on_retry is not None:
+                self._on_retry(failure.cause)
             await self._sleep(delay)
 
 
@@ -370,6 +406,7 @@ def build_anthropic_model(
     connect_timeout: float = 5.0,
     max_call_attempts: int = 3,
     pools: int = 8,
+    on_retry: Callable[[str], object] | None = None,
 ) -> AnthropicModel:
     """An `AnthropicModel` with its own SDK clients (SDK retries off: the adapter owns them).
 
@@ -387,4 +424,4 @@ def build_anthropic_model(
         )
         for _ in range(max(pools, 1))
     ]
-    return AnthropicModel(clients, max_call_attempts=max_call_attempts)
+    return AnthropicModel(clients, max_call_attempts=max_call_attempts, on_retry=on_retry)

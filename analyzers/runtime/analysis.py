@@ -11,6 +11,7 @@ from analyzers.model.protocol import ModelClient, ModelRequest
 from analyzers.procedures.matching import in_scope, procedure_applies
 from analyzers.procedures.selection import Selection, select_procedures
 from analyzers.procedures.tools import DecideConditionTool, ProvideParametersTool
+from analyzers.runtime.output_plans import OutputPlan, model_needed, output_plans
 from analyzers.runtime.output_tools import OutputRecorder
 from analyzers.runtime.procedure_runner import ProcedureRunner
 from analyzers.runtime.prompt import (
@@ -78,6 +79,12 @@ async def run(
         model_id=spec.model.id or options.default_model,
         timeout_seconds=spec.model.timeout_seconds,
     )
+    plans = output_plans(spec, conversation, procedures)
+    if plans and not model_needed(spec, plans):
+        # The event log decides everything (or there is nothing to judge): no model call.
+        result = _result(spec, conversation, digest, [], selection, options, started_at, None)
+        settled = {plan.output.name: [plan.settle([])] for plan in plans}
+        return result.model_copy(update={"outputs": settled})
     runners: list[ProcedureRunner] = []
     # The second attempt only happens when the model reports that the prompt overflowed its
     # context window: it then reads a smaller window of the conversation.
@@ -89,7 +96,7 @@ async def run(
                 spec, conversation, digest, model, companions, view, options, selection
             )
             attempts.append(session)
-            await _drive(session, spec, conversation, procedures, selection, runners)
+            await _drive(session, spec, conversation, procedures, selection, runners, plans)
         except ContextOverflow:
             error = RunError(
                 type="context_window_exceeded",
@@ -232,6 +239,7 @@ async def _drive(
     procedures: Sequence[Procedure],
     selection: Selection,
     runners: list[ProcedureRunner],
+    plans: Sequence[OutputPlan] = (),
 ) -> None:
     chosen = selection.applied
     free_form = [p for p in chosen if p.form == "free_form"]
@@ -239,6 +247,7 @@ async def _drive(
     reviewed = _procedures_to_review(spec, conversation, procedures)
     task = brief(spec, free_form, structured, spec.tool_names(), reviewed=reviewed)
     pending: list[JSON] = [_text(task)]
+    pending.extend(_text(plan.brief()) for plan in plans)
     note = _not_applying_note(spec, selection)
     if note is not None:
         pending.append(_text(note))
@@ -248,6 +257,10 @@ async def _drive(
         pending = await runner.run(pending)
     pending.append(_text(QUERY_THEN_RECORD if spec.input == "results" else READ_THEN_RECORD))
     await session.converse(pending)
+    for plan in plans:
+        # The event log's decisions replace whatever the model said about them, and the output
+        # exists even when the model recorded none.
+        plan.settle_into(session.recorder)
     for _nudge in range(spec.model.max_nudges):
         missing = session.recorder.missing_required()
         if not missing:
@@ -262,6 +275,8 @@ async def _drive(
                 )
             ]
         )
+    for plan in plans:
+        plan.settle_into(session.recorder)  # a reminder's answer may have recorded it again
     missing = session.recorder.missing_required()
     if missing:
         raise RunFailed(

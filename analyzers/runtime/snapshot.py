@@ -6,6 +6,10 @@ Decisions (documented in `docs/architecture.md` too):
   and in scope for the conversation's tenant and agent. That version is frozen in the snapshot;
   a newer version loaded later changes nothing for the run. Whether its trigger matches is still
   decided when the run executes, on the frozen version.
+- **The agent's procedures**: an analyzer with an `adherence` or `procedure_candidate` output
+  also freezes the agent's active procedures (approved, visible to its tenant and agent, newest
+  version per name), so the run audits against, and records, the version in force when it was
+  recorded.
 - **The brief** depends on which procedures apply to the conversation, so it is rendered for the
   conversation version the run is recorded for, with the procedures whose trigger matches it
   then without a model (scope, conditions, event log, patterns). One that only its trigger
@@ -24,6 +28,8 @@ from collections.abc import Sequence
 
 from analyzers.procedures.matching import in_scope, procedure_applies
 from analyzers.procedures.tools import DecideConditionTool, ProvideParametersTool
+from analyzers.runtime.adherence_support import adherence_output, agent_procedures_for_snapshot
+from analyzers.runtime.capture_support import candidate_output
 from analyzers.runtime.output_tools import OutputTool
 from analyzers.runtime.prompt import brief
 from analyzers.tools.base import JSON, Tool
@@ -51,12 +57,21 @@ def build_snapshot(
 def resolve_procedures(
     spec: AnalyzerSpec, conversation: Conversation, procedures: Sequence[Procedure]
 ) -> list[Procedure]:
-    """For each procedure name of `spec`, in its order, the newest version in scope."""
+    """For each procedure name of `spec`, in its order, the newest version in scope; then, for
+    an analyzer that audits or learns the agent's procedures (an `adherence` or
+    `procedure_candidate` output), the agent's active procedures, frozen like the others."""
     resolved = []
     for name in spec.procedures:
         candidates = [p for p in procedures if p.name == name and _in_scope(p, conversation)]
         if candidates:
             resolved.append(max(candidates, key=lambda p: p.version))
+    if adherence_output(spec) is not None or candidate_output(spec) is not None:
+        taken = {(p.name, p.version, p.tenant_id, p.agent_id) for p in resolved}
+        resolved += [
+            p
+            for p in agent_procedures_for_snapshot(conversation, procedures)
+            if (p.name, p.version, p.tenant_id, p.agent_id) not in taken
+        ]
     return resolved
 
 
@@ -64,7 +79,12 @@ def render_brief(
     spec: AnalyzerSpec, conversation: Conversation, resolved: Sequence[Procedure]
 ) -> str:
     """The brief the runtime renders for this conversation from these (frozen) procedures."""
-    applicable = [p for p in resolved if procedure_applies(p, conversation).applies is True]
+    # Only the procedures the analyzer follows itself; the agent's (audited) ones are not its.
+    applicable = [
+        p
+        for p in resolved
+        if p.name in spec.procedures and procedure_applies(p, conversation).applies is True
+    ]
     return brief(
         spec,
         [p for p in applicable if p.form == "free_form"],

@@ -47,6 +47,15 @@ def test_a_worker_reserves_at_most_one_message_per_free_slot(broker_url: str) ->
     assert config(broker_url)["worker_prefetch_multiplier"] == 1
 
 
+@pytest.mark.parametrize("broker_url", [REDIS, AMQP, EMBEDDED])
+def test_no_prefetch_reduction_after_a_reconnect(broker_url: str) -> None:
+    """Celery's prefetch-count reduction raises the count again from each new task's ack
+    callback, which on the thread pool runs in a pool thread: it sent `basic.qos` on the
+    consumer's channel while the consumer thread did too, and both hung waiting for one reply
+    (a RabbitMQ outage with every slot busy; `tests/integration/test_broker_outages.py`)."""
+    assert config(broker_url)["worker_enable_prefetch_count_reduction"] is False
+
+
 def test_redis_gets_the_configured_visibility_timeout() -> None:
     """Redis redelivers a fetched, unacked message after `visibility_timeout`, and the shortest
     value of every app on the broker wins; the default (1 h) is kept explicit and configurable

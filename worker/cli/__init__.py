@@ -8,6 +8,8 @@ from worker.cli import (
     beat,  # noqa: F401 - registers `posthoc beat`
     deliveries,  # noqa: F401 - registers `posthoc deliveries`
     intake_admin,  # noqa: F401 - registers `posthoc api-keys`, `intake`
+    operations,  # noqa: F401 - registers `posthoc migrate`, `broker-config`
+    procedures,  # noqa: F401 - registers `posthoc procedures`
     rerun,  # noqa: F401 - registers `posthoc rerun`, `jobs`, `diff`
     serve,  # noqa: F401 - registers `posthoc serve`
 )

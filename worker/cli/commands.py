@@ -7,7 +7,9 @@ was invalid, 2 for usage and configuration errors.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
+import signal
 import sys
 from contextlib import AbstractContextManager
 from enum import StrEnum
@@ -241,6 +243,7 @@ def submit(inputs: Inputs, analyzer: AnalyzerOption = None) -> None:
     from worker.engine.celery_app import create_celery, enqueue_with  # noqa: PLC0415
     from worker.intake import read_conversations, record  # noqa: PLC0415
     from worker.ledger import Ledger, RunRecord  # noqa: PLC0415
+    from worker.procedure_source import sync_procedure_files  # noqa: PLC0415
 
     settings = load_settings()
     catalog = load_catalog(settings)
@@ -255,6 +258,7 @@ def submit(inputs: Inputs, analyzer: AnalyzerOption = None) -> None:
     refused = 0
     try:
         ledger.migrate()
+        sync_procedure_files(ledger.procedures, catalog)
         for conversation in loaded.conversations:
             try:
                 runs += record(
@@ -300,13 +304,18 @@ def worker(
     from celery import signals as celery_signals  # noqa: PLC0415
 
     from worker.cli.run_batch import ensure_parent  # noqa: PLC0415
+    from worker.cli.serve import start_tracing  # noqa: PLC0415
     from worker.engine.celery_app import create_celery, worker_queues  # noqa: PLC0415
     from worker.engine.liveness import Liveness, Watchdog, serve_health  # noqa: PLC0415
+    from worker.observability import metrics  # noqa: PLC0415
 
     settings = load_settings()
     load_catalog(settings)  # fail fast on bad definitions, before connecting anything
     ensure_parent(settings.database_url)
     ensure_parent(settings.broker_url.removeprefix("sqla+"))
+    # `kill -USR2 <pid>` prints every thread's stack to stderr: how to see where a worker that
+    # stopped consuming is stuck, without stopping it.
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
     liveness = Liveness()
     celery = create_celery(settings, liveness=liveness)
     watchdog = Watchdog(
@@ -319,9 +328,16 @@ def worker(
     celery_signals.worker_shutting_down.connect(
         lambda **_: setattr(liveness, "stopping", True), weak=False
     )
+    metrics.configure_slots(concurrency or settings.concurrency)
+    start_tracing(settings, "posthoc-worker")
     health = None
     if settings.health_port is not None:
-        health = serve_health(liveness, settings.health_host, settings.health_port)
+        health = serve_health(
+            liveness,
+            settings.health_host,
+            settings.health_port,
+            metrics_dir=settings.prometheus_multiproc_dir,
+        )
     try:
         celery.worker_main(
             [

@@ -19,11 +19,13 @@ from analyzers.tools.base import HttpTransport
 from schemas.result import AnalysisResult
 from worker.catalog import Catalog
 from worker.engine.batch import collect_results, process_all, summarize
+from worker.engine.learning import review_requester
 from worker.engine.runner import Engine, EngineConfig, ProcessOutcome
 from worker.engine.service import worker_identity
 from worker.intake import read_conversations, record
 from worker.ledger import Ledger
 from worker.ledger.deliveries import DeliveryLedger, hold_back, use_routes
+from worker.procedure_source import sync_procedure_files
 from worker.settings import Settings, tool_secrets
 from worker.sinks.delivery import Deliverer, routes_from_catalog
 
@@ -55,6 +57,7 @@ def execute_batch(
     ledger = Ledger.from_url(settings.database_url)
     try:
         ledger.migrate()
+        sync_procedure_files(ledger.procedures, catalog)
         runs = record(
             ledger,
             catalog,
@@ -73,6 +76,7 @@ def execute_batch(
             http=http,
             secrets=tool_secrets(),
             config=EngineConfig.from_settings(settings, worker_identity()),
+            request_reviews=review_requester(settings, ledger),
         )
         with _progress(console, len(queued)) as advance:
             asyncio.run(_process_and_close(engine, queued, concurrency, advance))

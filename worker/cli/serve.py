@@ -13,6 +13,8 @@ from worker.settings import Settings
 
 if TYPE_CHECKING:
     from worker.http.app import Intake
+    from worker.ledger import Ledger
+    from worker.sinks.procedure_review import ProcedureReviewer
 
 
 def build_intake(settings: Settings) -> Intake:
@@ -21,6 +23,7 @@ def build_intake(settings: Settings) -> Intake:
     from worker.http.app import Intake  # noqa: PLC0415
     from worker.http.sources import parse_sources  # noqa: PLC0415
     from worker.ledger import Ledger  # noqa: PLC0415
+    from worker.procedure_source import sync_procedure_files  # noqa: PLC0415
 
     try:
         sources = parse_sources(settings.webhook_sources)
@@ -31,6 +34,7 @@ def build_intake(settings: Settings) -> Intake:
     ensure_parent(settings.broker_url.removeprefix("sqla+"))
     ledger = Ledger.from_url(settings.database_url)
     ledger.migrate()
+    sync_procedure_files(ledger.procedures, catalog)
     celery = create_celery(settings)
 
     def broker_ready() -> bool:
@@ -49,7 +53,35 @@ def build_intake(settings: Settings) -> Intake:
         max_body_bytes=settings.max_body_bytes,
         max_attempts=settings.max_attempts,
         broker_ready=broker_ready,
+        slack_signing_secret=(
+            settings.slack_signing_secret.get_secret_value()
+            if settings.slack_signing_secret
+            else None
+        ),
+        reviewer=procedure_reviewer(settings, ledger),
+        metrics_dir=settings.prometheus_multiproc_dir,
     )
+
+
+def procedure_reviewer(settings: Settings, ledger: Ledger) -> ProcedureReviewer | None:
+    """The Slack reviewer of pending procedures, when a bot token and a channel are set."""
+    from worker.sinks.procedure_review import ProcedureReviewer  # noqa: PLC0415
+    from worker.sinks.slack import web_client  # noqa: PLC0415
+
+    if settings.slack_bot_token is None or not settings.procedure_review_channel:
+        return None
+    client = web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+    return ProcedureReviewer(ledger.procedures, client, settings.procedure_review_channel)
+
+
+def start_tracing(settings: Settings, service: str) -> None:
+    """OpenTelemetry for this process when `POSTHOC_TRACING` asks for it."""
+    from worker.observability import tracing  # noqa: PLC0415
+
+    try:
+        tracing.configure(settings.tracing, service)
+    except tracing.TracingUnavailable as exc:
+        raise fail_usage(str(exc)) from exc
 
 
 @app.command()
@@ -63,6 +95,7 @@ def serve(
     from worker.http.app import create_app  # noqa: PLC0415
 
     settings = load_settings()
+    start_tracing(settings, "posthoc-serve")
     uvicorn.run(
         create_app(build_intake(settings)), host=host, port=port, log_config=None, access_log=False
     )

@@ -17,6 +17,13 @@ Settings for long analyses (seconds to tens of minutes) on Redis and RabbitMQ:
   between them, so a takeover waits for the next free slot, not behind the whole backlog.
 - Every send is recorded on the run (`Ledger.mark_enqueued`); the sweeper re-sends only what
   the queues can no longer hold (`queue_depth`, `worker/ledger/sweeping.py`).
+- `worker_enable_prefetch_count_reduction=False`. After a reconnect with tasks still running,
+  Celery lowers the prefetch count and raises it again from the acknowledgement callback of each
+  new task, and on the thread pool that callback runs in a pool thread: it sent `basic.qos` on
+  the consumer's AMQP channel while the consumer's own thread did the same, both then waited for
+  the one reply, and the consumer hung for good (seen after a RabbitMQ outage with every slot
+  busy; a thread dump showed both threads in `basic_qos`). A full window after a reconnect only
+  means a few messages reserved early, which the ledger makes harmless.
 - `ConsumerWatch` (`worker/engine/liveness.py`) tells whether the consumer consumes, and makes a
   stalled one reconnect.
 """
@@ -26,14 +33,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
 from celery import Celery, signals
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from worker.engine import broker_topology
 from worker.engine.liveness import ConsumerWatch, Liveness
+from worker.observability import tracing
 from worker.observability.logging import say_from_signal_handler
 from worker.settings import Settings
 
@@ -44,7 +53,7 @@ DELIVER_TASK = "posthoc.deliver"
 QUEUE = "posthoc.runs"
 """The default queue (`POSTHOC_QUEUE`); an app's own is `app.conf.task_default_queue`."""
 
-TAKEOVER_SUFFIX = ".takeover"
+TAKEOVER_SUFFIX = broker_topology.TAKEOVER_SUFFIX
 ENQUEUE_CHUNK = 100
 
 _service_lock = threading.Lock()
@@ -54,15 +63,17 @@ _service: Any = None
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration for `settings` (see the module docstring for why)."""
     transport_options: dict[str, Any] = {}
-    if settings.broker_url.startswith(("redis://", "rediss://")):
-        transport_options["visibility_timeout"] = settings.visibility_timeout_seconds
+    if broker_topology.is_redis(settings):
+        transport_options.update(broker_topology.redis_transport_options(settings))
     return {
+        **broker_topology.celery_queue_options(settings),
         "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,
         "result_backend": None,
         "task_ignore_result": True,
         "task_acks_late": False,
         "worker_prefetch_multiplier": 1,
+        "worker_enable_prefetch_count_reduction": False,  # see the module docstring
         "task_default_queue": settings.queue,
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -106,11 +117,11 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
         app.steps["consumer"].add(ConsumerWatch)
 
     # shared=False: each app (one per settings, several in tests) keeps its own task.
-    @app.task(name=TASK_NAME, ignore_result=True, shared=False)
-    def run_analysis(run_id: str) -> str:
+    @app.task(name=TASK_NAME, ignore_result=True, shared=False, bind=True)
+    def run_analysis(task: Any, run_id: str) -> str:
         """Process one analysis run by id (the ledger holds everything else)."""
         service = _get_service(app)
-        outcome = service.process(run_id)
+        outcome = service.process(run_id, trace=tracing.carrier_of(task.request))
         # The run's outcome is committed in the ledger by now. The messages below are only
         # wake-ups: with the broker down they cannot be sent, and the sweepers send them later,
         # so a failure to send must not fail the task (the run is done either way).
@@ -125,10 +136,14 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
                     countdown=outcome.retry_in,
                 )
                 service.ledger.mark_enqueued([run_id])
+            if outcome.status == "released":
+                # Handed back by a worker shutting down: wake another one now (the takeover
+                # queue is consumed beside the backlog, not behind it).
+                enqueue_with(app, service.ledger, takeover=True)([run_id])
             if outcome.status in {"succeeded", "failed"}:
                 # The outbox rows committed with the result; wake their deliveries now (the
                 # delivery sweeper finds them anyway should these messages be lost).
-                enqueue_deliveries_with(app, service.deliverer.store)(
+                enqueue_deliveries_with(app, service.deliverer.store, trace=outcome.trace)(
                     service.pending_deliveries(run_id)
                 )
             if outcome.children:
@@ -143,11 +158,15 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
             )
         return str(outcome.status)
 
-    @app.task(name=DELIVER_TASK, ignore_result=True, shared=False)
-    def deliver(delivery_id: str) -> str:
+    @app.task(name=DELIVER_TASK, ignore_result=True, shared=False, bind=True)
+    def deliver(task: Any, delivery_id: str) -> str:
         """One attempt of one delivery. A retry is parked in the ledger (`next_attempt_at`),
         never as a broker countdown: the delivery sweeper wakes it when it is due."""
-        return str(_get_service(app).deliver(delivery_id).status)
+        parent = tracing.carrier_of(task.request)
+        with tracing.span("posthoc.delivery", parent=parent, delivery_id=delivery_id) as span:
+            outcome = _get_service(app).deliver(delivery_id)
+            tracing.set_attributes(span, status=outcome.status, reason=outcome.reason)
+        return str(outcome.status)
 
     return app
 
@@ -158,17 +177,24 @@ class WakeRecorder(Protocol):
     def mark_woken(self, ids: Sequence[str]) -> None: ...
 
 
-def enqueue_deliveries_with(app: Celery, recorder: WakeRecorder | None = None) -> Any:
+def enqueue_deliveries_with(
+    app: Celery,
+    recorder: WakeRecorder | None = None,
+    *,
+    trace: Mapping[str, str] | None = None,
+) -> Any:
     """A function that puts delivery ids on `app`'s queue, recording each wake-up in
-    `recorder` first so the delivery sweeper does not send another while this one waits."""
+    `recorder` first so the delivery sweeper does not send another while this one waits.
+    `trace`: the run's trace headers, so the delivery's span joins the run's trace."""
 
     queue = app.conf.task_default_queue
+    headers = dict(trace or {})
 
     def enqueue(delivery_ids: Sequence[str]) -> None:
         if recorder is not None:
             recorder.mark_woken(delivery_ids)
         for delivery_id in delivery_ids:
-            app.send_task(DELIVER_TASK, args=[delivery_id], queue=queue)
+            app.send_task(DELIVER_TASK, args=[delivery_id], queue=queue, headers=headers)
 
     return enqueue
 
@@ -189,8 +215,9 @@ def enqueue_with(
             chunk = run_ids[start : start + ENQUEUE_CHUNK]
             if recorder is not None:
                 recorder.mark_enqueued(chunk)
+            headers = tracing.headers()  # the intake's trace, when tracing is on
             for run_id in chunk:
-                app.send_task(TASK_NAME, args=[run_id], queue=queue)
+                app.send_task(TASK_NAME, args=[run_id], queue=queue, headers=headers)
 
     return enqueue
 
@@ -287,6 +314,16 @@ def _close_service(**_: Any) -> None:
         if _service is not None:
             _service.close()
             _service = None
+
+
+@signals.worker_shutting_down.connect
+def _drain_service(**_: Any) -> None:
+    # A warm shutdown (SIGTERM): analyses get `shutdown_drain_seconds` to finish, then are
+    # handed back; Celery meanwhile waits for its pool threads, which end with them. Runs in
+    # the signal handler: no lock (the main thread may hold it), one atomic read instead.
+    service = _service
+    if service is not None:
+        service.begin_shutdown(service.settings.shutdown_drain_seconds)
 
 
 @signals.worker_ready.connect

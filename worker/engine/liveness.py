@@ -13,16 +13,17 @@ Three parts, so that a worker either consumes or stops existing:
   Stalled means, on Redis, that kombu's client-side prefetch window stays full; on RabbitMQ
   (where the broker keeps the window) that no task has started for a while although work waits
   for this worker: a request reserved but not started, or messages the broker still held after
-  the last task started (the sweeper measures the depth). The second case was seen after a
-  RabbitMQ outage: Celery's hub failed while resetting (`Error cleaning up after event loop`),
-  and the new channel then kept its whole prefetch window unacknowledged, so the broker sent
-  nothing more while the loop kept ticking. A consumer that stalls again and again without a
-  task starting in between reports itself not consuming, so the watchdog below ends it.
+  the last task started (the sweeper measures the depth). The one such stall seen so far (two
+  threads sending `basic.qos` at once after a reconnect) is prevented at its cause in
+  `celery_app.py`; this check is for the next one. A consumer that stalls again and again
+  without a task starting in between reports itself not consuming, so the watchdog ends it;
+  one whose event loop hangs stops ticking, with the same end.
 - `Watchdog`, a thread: while consuming it touches the heartbeat file; when the process has not
   consumed for `exit_after` seconds it exits non-zero so its supervisor starts a fresh one. Runs
   are durable in the ledger, so exiting loses nothing: their leases expire and they are taken
   over.
-- `serve_health`, a small HTTP port: `GET /healthz` is 200 while consuming, 503 otherwise.
+- `serve_health`, a small HTTP port: `GET /healthz` is 200 while consuming, 503 otherwise;
+  `GET /metrics` is the worker's Prometheus metrics (`worker/observability/metrics.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from typing import Any
 import structlog
 from celery import bootsteps
 from celery.worker import state as worker_state
+
+from worker.observability import metrics
 
 log = structlog.get_logger("posthoc.worker.liveness")
 
@@ -290,15 +293,24 @@ class Watchdog:
 
 class _HealthHandler(BaseHTTPRequestHandler):
     liveness: Liveness
+    metrics_dir: Path | None = None
 
     def do_GET(self) -> None:  # the stdlib's name
-        if self.path.split("?", 1)[0] != "/healthz":
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            body, content_type = metrics.exposition(self.metrics_dir)
+            self._answer(200, content_type, body)
+            return
+        if path != "/healthz":
             self.send_error(404)
             return
         report = self.liveness.report()
         body = json.dumps(report.as_json()).encode()
-        self.send_response(200 if report.consuming else 503)
-        self.send_header("Content-Type", "application/json")
+        self._answer(200 if report.consuming else 503, "application/json", body)
+
+    def _answer(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -307,9 +319,14 @@ class _HealthHandler(BaseHTTPRequestHandler):
         """Probes every few seconds would drown the log: say nothing."""
 
 
-def serve_health(liveness: Liveness, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve `GET /healthz` on `host:port` from a daemon thread; `shutdown()` stops it."""
-    handler = type("HealthHandler", (_HealthHandler,), {"liveness": liveness})
+def serve_health(
+    liveness: Liveness, host: str, port: int, metrics_dir: Path | None = None
+) -> ThreadingHTTPServer:
+    """Serve `GET /healthz` and `GET /metrics` on `host:port` from a daemon thread;
+    `shutdown()` stops it. `metrics_dir`: the multiprocess directory, when there is one."""
+    handler = type(
+        "HealthHandler", (_HealthHandler,), {"liveness": liveness, "metrics_dir": metrics_dir}
+    )
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="posthoc-health", daemon=True).start()

@@ -19,7 +19,7 @@ import functools
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import structlog
@@ -30,17 +30,21 @@ from analyzers.model.protocol import ModelClient
 from analyzers.runtime.session import RunOptions
 from analyzers.tools.base import HttpTransport
 from schemas.analyzer import AnalyzerSpec
+from schemas.conversation import Conversation
 from schemas.procedure import Procedure
 from schemas.result import AnalysisResult
+from schemas.usage import Usage
 from worker.catalog import Catalog
+from worker.engine.learning import learn_from_result
 from worker.engine.results_reader import LedgerResultsReader, ResultsSelection
 from worker.ledger import ClaimedRun, Ledger, RunPlan, SnapshotNotFound
 from worker.ledger.effects import LedgerEffectStore
+from worker.observability import metrics, tracing
 from worker.settings import Settings
 
 log = structlog.get_logger("posthoc.worker")
 
-Outcome = Literal["succeeded", "failed", "retry", "noop", "lease_lost"]
+Outcome = Literal["succeeded", "failed", "retry", "noop", "lease_lost", "released"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class ProcessOutcome:
     retry_in: float | None = None
     children: tuple[str, ...] = ()
     """Chained runs (`after:`) recorded with this run's result: queued, to be processed."""
+    trace: Mapping[str, str] = field(default_factory=dict)
+    """The run's trace headers (empty with tracing off), for the messages it wakes."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class Engine:
         http: HttpTransport | None = None,
         secrets: Mapping[str, str] | None = None,
         jitter: Callable[[], float] = random.random,
+        request_reviews: Callable[[str], object] | None = None,
     ) -> None:
         self.ledger = ledger
         self.catalog = catalog
@@ -102,9 +109,28 @@ class Engine:
         self.http = http
         self.secrets = dict(secrets or {})
         self.jitter = jitter
+        # Posts the Slack review of a tenant's pending learned procedures (None: no Slack).
+        self.request_reviews = request_reviews
+        self._in_flight: dict[str, asyncio.Task[AnalysisResult]] = {}
+        self._releasing = False
 
-    async def process(self, run_id: str) -> ProcessOutcome:
-        """Claim `run_id` and run it; a run that is finished or leased elsewhere is a no-op."""
+    @property
+    def in_flight(self) -> int:
+        """Analyses running now."""
+        return len(self._in_flight)
+
+    def release_all(self) -> int:
+        """Stop every analysis in flight and hand its run back to the queue (a worker shutting
+        down whose runs did not finish in time); returns how many were stopped. Runs claimed
+        from now on are handed back at once. Call on the engine's loop."""
+        self._releasing = True
+        for work in self._in_flight.values():
+            work.cancel()
+        return len(self._in_flight)
+
+    async def process(self, run_id: str, trace: Mapping[str, str] | None = None) -> ProcessOutcome:
+        """Claim `run_id` and run it; a run that is finished or leased elsewhere is a no-op.
+        `trace`: the trace headers of the message that carried it (continued by its span)."""
         worker_id = f"{self.config.worker_id}:{run_id}"
         claimed = await asyncio.to_thread(
             self.ledger.claim, run_id, worker_id, self.config.lease_seconds
@@ -112,10 +138,26 @@ class Engine:
         if claimed is None:
             log.info("run.noop", run_id=run_id, reason="finished, leased elsewhere or not due")
             return ProcessOutcome("noop")
-        with structlog.contextvars.bound_contextvars(
-            run_id=run_id, analyzer=claimed.analyzer, attempt=claimed.attempt
-        ):
-            return await self._process_claimed(claimed, worker_id)
+        metrics.run_started()
+        try:
+            with (
+                structlog.contextvars.bound_contextvars(
+                    run_id=run_id, analyzer=claimed.analyzer, attempt=claimed.attempt
+                ),
+                tracing.span(
+                    "posthoc.run",
+                    parent=trace,
+                    run_id=run_id,
+                    analyzer=claimed.analyzer,
+                    analyzer_version=claimed.analyzer_version,
+                    attempt=claimed.attempt,
+                ) as span,
+            ):
+                outcome = await self._process_claimed(claimed, worker_id)
+                tracing.set_attributes(span, status=outcome.status)
+                return replace(outcome, trace=tracing.headers())
+        finally:
+            metrics.run_ended()
 
     async def _process_claimed(self, claimed: ClaimedRun, worker_id: str) -> ProcessOutcome:
         started = time.monotonic()
@@ -161,12 +203,18 @@ class Engine:
             )
         )
         heartbeat = asyncio.create_task(self._keep_lease(claimed, worker_id, work))
+        self._in_flight[claimed.run_id] = work
+        if self._releasing:
+            work.cancel()
         try:
             result = await work
         except asyncio.CancelledError:
             if heartbeat.done() and isinstance(heartbeat.exception(), LeaseLost):
                 log.warning("run.lease_lost", duration_s=round(time.monotonic() - started, 3))
+                _count(claimed, "lease_lost", started)
                 return ProcessOutcome("lease_lost")
+            if self._releasing and work.cancelled():
+                return await self._release(claimed, worker_id, started)
             raise
         except TransientModelError as exc:
             return await self._retry(claimed, worker_id, exc, started)
@@ -180,12 +228,16 @@ class Engine:
                 claimed, worker_id, "internal_error", f"{type(exc).__name__}: {exc}", started
             )
         finally:
+            self._in_flight.pop(claimed.run_id, None)
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, LeaseLost):
                 await heartbeat
+        tracing.record_tool_calls(result.trace)
         if result.provenance is not None and claimed.spec_hash is not None:
             provenance = result.provenance.model_copy(update={"spec_hash": claimed.spec_hash})
             result = result.model_copy(update={"provenance": provenance})
+        # Before completing: a retry after a crash here learns again, which changes nothing.
+        await self._learn(spec, result, conversation)
         # A rerun job runs only the analyzer it names (its budget covers nothing else).
         children = (
             []
@@ -193,6 +245,16 @@ class Engine:
             else self.catalog.chain_plans(result, conversation, claimed.max_attempts)
         )
         return await self._complete(claimed, worker_id, result, started, children)
+
+    async def _learn(
+        self, spec: AnalyzerSpec, result: AnalysisResult, conversation: Conversation
+    ) -> None:
+        """Store what a `procedure_capture` run proposes and ask for its review."""
+        learned = await asyncio.to_thread(
+            learn_from_result, self.ledger.procedures, spec, result, conversation
+        )
+        if self.request_reviews is not None and any(o.needs_review for o in learned):
+            await asyncio.to_thread(self.request_reviews, conversation.tenant_id)
 
     async def _program(
         self, claimed: ClaimedRun
@@ -248,6 +310,8 @@ class Engine:
                 children=children,
             )
         )
+        status = result.status if written else "lease_lost"
+        _count(claimed, status, started, result.usage, result.cost.total_usd)
         if not written:
             log.warning("run.lease_lost", stage="complete")
             return ProcessOutcome("lease_lost")
@@ -274,6 +338,19 @@ class Engine:
             result.status if result.status != "skipped" else "succeeded", children=chained
         )
 
+    async def _release(self, claimed: ClaimedRun, worker_id: str, started: float) -> ProcessOutcome:
+        released = await asyncio.to_thread(
+            self.ledger.release,
+            claimed.run_id,
+            worker_id,
+            reason="the worker shut down before the analysis finished; handed back",
+            attempt=claimed.attempt,
+        )
+        status: Outcome = "released" if released else "lease_lost"
+        _count(claimed, status, started)
+        log.info("run.released" if released else "run.lease_lost", stage="shutdown")
+        return ProcessOutcome(status)
+
     async def _retry(
         self, claimed: ClaimedRun, worker_id: str, exc: TransientModelError, started: float
     ) -> ProcessOutcome:
@@ -289,6 +366,8 @@ class Engine:
             usage=exc.usage,
             cost_usd=exc.cost.total_usd,
         )
+        status = {"queued": "retry", "lease_lost": "lease_lost"}.get(outcome, "failed")
+        _count(claimed, status, started, exc.usage, exc.cost.total_usd)
         log.info(
             "run.finished",
             status=outcome,
@@ -314,6 +393,7 @@ class Engine:
             message=message,
             attempt=claimed.attempt,
         )
+        _count(claimed, "failed" if written else "lease_lost", started)
         log.info(
             "run.finished",
             status="failed",
@@ -330,3 +410,22 @@ class Engine:
         )
         delay = ceiling * (0.5 + 0.5 * float(self.jitter()))
         return float(max(delay, retry_after or 0.0))
+
+
+def _count(
+    claimed: ClaimedRun,
+    status: str,
+    started: float,
+    usage: Usage | None = None,
+    cost_usd: float = 0.0,
+) -> None:
+    """The attempt's metrics: outcome, duration, tokens and spend (what a failed attempt spent
+    too: it is billed all the same)."""
+    metrics.run_attempt(
+        claimed.analyzer,
+        claimed.analyzer_version,
+        status,
+        time.monotonic() - started,
+        usage or Usage(),
+        cost_usd,
+    )

@@ -12,7 +12,8 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -20,12 +21,15 @@ import structlog
 
 from analyzers.model.protocol import ModelClient
 from worker.catalog import Catalog
+from worker.engine.learning import review_requester
+from worker.engine.metered_model import MeteredModel
 from worker.engine.ratelimit import LocalLimiter, RateLimitedModel, RedisLimiter
 from worker.engine.runner import Engine, EngineConfig, ProcessOutcome
 from worker.http_transport import HttpxTransport
 from worker.ledger import Ledger
 from worker.ledger.deliveries import DeliveryLedger, use_routes
 from worker.ledger.deliveries import due as due_deliveries
+from worker.observability import metrics
 from worker.settings import Settings, tool_secrets
 from worker.sinks.delivery import (
     Deliverer,
@@ -73,13 +77,16 @@ def worker_identity() -> str:
 
 
 def build_model(settings: Settings) -> ModelClient:
-    """The Anthropic adapter, behind the fleet-wide rate limit when one is configured."""
+    """The Anthropic adapter, behind the fleet-wide rate limit when one is configured, timed
+    for the model latency histogram."""
     from analyzers.model.anthropic import build_anthropic_model  # noqa: PLC0415 - heavy SDK import
 
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
-    model: ModelClient = build_anthropic_model(api_key=key, base_url=settings.anthropic_base_url)
+    model: ModelClient = build_anthropic_model(
+        api_key=key, base_url=settings.anthropic_base_url, on_retry=metrics.model_retry
+    )
     if settings.requests_per_minute is None and settings.tokens_per_minute is None:
-        return model
+        return MeteredModel(model)
     redis_url = settings.rate_limit_redis_url
     if redis_url is not None:
         import redis.asyncio as redis_asyncio  # noqa: PLC0415 - only fleets with Redis need it
@@ -90,7 +97,7 @@ def build_model(settings: Settings) -> ModelClient:
         )
     else:
         limiter = LocalLimiter(settings.requests_per_minute, settings.tokens_per_minute)
-    return RateLimitedModel(model, limiter)
+    return MeteredModel(RateLimitedModel(model, limiter))
 
 
 class WorkerService:
@@ -122,6 +129,7 @@ class WorkerService:
             config=EngineConfig.from_settings(settings, worker_identity()),
             http=self.http,
             secrets=tool_secrets(),
+            request_reviews=review_requester(settings, self.ledger),
         )
         self._sweeper: Future[None] | None = None
         # Deliveries: routes come from this catalog (see deliveries.routes_for_run).
@@ -135,9 +143,10 @@ class WorkerService:
         self.enqueue_deliveries: Enqueue | None = None
         self._delivery_sweeper: Future[None] | None = None
 
-    def process(self, run_id: str) -> ProcessOutcome:
-        """Process one run id, blocking the calling thread (a Celery pool thread)."""
-        return self.loop.submit(self.engine.process(run_id)).result()
+    def process(self, run_id: str, trace: Mapping[str, str] | None = None) -> ProcessOutcome:
+        """Process one run id, blocking the calling thread (a Celery pool thread); `trace`: the
+        message's trace headers, continued by the run's span."""
+        return self.loop.submit(self.engine.process(run_id, trace=trace)).result()
 
     def start_sweeper(self) -> None:
         """Re-enqueue, every `sweep_interval_seconds`, runs whose lease expired or whose queue
@@ -165,6 +174,10 @@ class WorkerService:
             waiting_messages=waiting,
             resend_queued=self.queue_depth is None or waiting is not None,
         )
+        if waiting is not None:
+            metrics.QUEUE_DEPTH.set(waiting)
+        metrics.OLDEST_WAITING.set(self.ledger.oldest_waiting_seconds())
+        metrics.LEASES_RECLAIMED.inc(report.reclaimed)
         if report.to_enqueue and self.enqueue is not None:
             self.enqueue(report.to_enqueue)
         if report.to_enqueue or report.exhausted:
@@ -175,6 +188,21 @@ class WorkerService:
                 waiting_messages=waiting,
             )
         return report.to_enqueue
+
+    def begin_shutdown(self, drain_seconds: float) -> None:
+        """The worker was asked to stop (SIGTERM): let the analyses in flight finish for up to
+        `drain_seconds`, then hand back the ones still running, so none stays leased after the
+        process exits. Returns at once; Celery waits for its pool threads meanwhile."""
+        self.loop.submit(self._drain(drain_seconds))
+
+    async def _drain(self, drain_seconds: float) -> None:
+        deadline = time.monotonic() + drain_seconds
+        log.info("worker.draining", in_flight=self.engine.in_flight, drain_s=drain_seconds)
+        while self.engine.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        released = self.engine.release_all()
+        if released:
+            log.warning("worker.releasing", runs=released)
 
     def deliver(self, delivery_id: str) -> DeliveryOutcome:
         """One delivery attempt (a Celery pool thread); a retry is parked in the ledger."""

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -32,10 +33,13 @@ from worker.http import store
 from worker.http.adapters import PLATFORMS, Ignored, MappingError, SignatureError, parse_payload
 from worker.http.adapters.common import located_errors
 from worker.http.openapi import openapi_document
+from worker.http.slack_review import handle_interaction
 from worker.http.sources import WebhookSource
 from worker.intake import record
 from worker.ledger import Ledger, RunRecord
 from worker.ledger.errors import LedgerError
+from worker.observability import metrics, tracing
+from worker.sinks.procedure_review import ProcedureReviewer
 
 log = structlog.get_logger("posthoc.http")
 MAX_BATCH = 1000
@@ -56,6 +60,11 @@ class Intake:
     clock: Callable[[], float] = time.time
     broker_ready: Callable[[], bool] = lambda: True
     poll_seconds: float = 0.05
+    slack_signing_secret: str | None = None
+    reviewer: ProcedureReviewer | None = None
+    """Updates a procedure's review message after a click (None: no review channel set)."""
+    metrics_dir: Path | None = None
+    """`PROMETHEUS_MULTIPROC_DIR`, when several processes share one `/metrics`."""
 
 
 class BodyTooLarge(Exception):
@@ -193,6 +202,7 @@ class _Handlers:
             await run_in_threadpool(store.log_delivery, self.intake.ledger, record_)
         except Exception:  # the answer stands; the log line says the log failed
             log.exception("delivery_log_failed", source=entry["source"], status=status)
+        metrics.WEBHOOK_REQUESTS.labels(entry["source"], outcome).inc()
         log.info(
             "webhook_delivery",
             source=entry["source"],
@@ -218,13 +228,17 @@ class _Handlers:
             )
             return [run for _, run in recorded]
 
-        runs = await run_in_threadpool(work)
-        queued = [run.id for run in runs if run.status == "queued" and run.created]
-        if queued:
-            try:
-                await run_in_threadpool(self.intake.enqueue, queued)
-            except Exception:  # durable in the ledger; the sweeper re-enqueues
-                log.warning("enqueue_failed_sweeper_will_retry", runs=len(queued))
+        # The runs' messages carry this span's trace context (with tracing on), so the worker's
+        # run spans continue the request's trace.
+        with tracing.span("posthoc.intake", trigger=str(trigger)) as span:
+            runs = await run_in_threadpool(work)
+            queued = [run.id for run in runs if run.status == "queued" and run.created]
+            tracing.set_attributes(span, runs=len(runs), queued=len(queued))
+            if queued:
+                try:
+                    await run_in_threadpool(self.intake.enqueue, queued)
+                except Exception:  # durable in the ledger; the sweeper re-enqueues
+                    log.warning("enqueue_failed_sweeper_will_retry", runs=len(queued))
         return runs
 
     async def tenant_of(self, request: Request) -> str:
@@ -380,6 +394,25 @@ class _Handlers:
             status_code=200 if ready else 503,
         )
 
+    async def slack_interactions(self, request: Request) -> Response:
+        try:
+            body = await self.body_of(request)
+        except Problem as problem:
+            return problem.response()
+        status, answer = await handle_interaction(
+            secret=self.intake.slack_signing_secret,
+            store=self.intake.ledger.procedures,
+            reviewer=self.intake.reviewer,
+            body=body,
+            headers=dict(request.headers),
+            now=self.intake.clock,
+        )
+        return JSONResponse(answer, status_code=status)
+
+    async def metrics(self, _: Request) -> Response:
+        body, content_type = metrics.exposition(self.intake.metrics_dir)
+        return Response(body, media_type=content_type)
+
     async def openapi(self, _: Request) -> Response:
         return JSONResponse(openapi_document())
 
@@ -399,8 +432,10 @@ def create_app(intake: Intake) -> Starlette:
             Route("/v1/runs/{run_id}", handlers.get_run, methods=["GET"]),
             Route("/v1/runs/{run_id}/retry", handlers.retry_run, methods=["POST"]),
             Route("/v1/analyzers/{name}/invoke", handlers.invoke, methods=["POST"]),
+            Route("/v1/slack/interactions", handlers.slack_interactions, methods=["POST"]),
             Route("/healthz", handlers.healthz, methods=["GET"]),
             Route("/readyz", handlers.readyz, methods=["GET"]),
+            Route("/metrics", handlers.metrics, methods=["GET"]),
             Route("/openapi.json", handlers.openapi, methods=["GET"]),
         ]
     )

@@ -42,6 +42,17 @@ _RUN = {
     "required": ["run_id", "analyzer", "status"],
 }
 
+_SLACK_INTERACTION = {
+    "type": "object",
+    "properties": {
+        "procedure_id": {"type": "string"},
+        "status": {"enum": ["approved", "pending", "rejected"]},
+        "changed": {"type": "boolean", "description": "Whether this click decided it."},
+        "ignored": {"type": "string", "description": "An interaction that is not a review."},
+        "error": {"type": "string"},
+    },
+}
+
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
@@ -96,6 +107,7 @@ def _document() -> dict[str, Any]:
                 "Problem": _ERROR,
                 "RunIds": _RUN_IDS,
                 "Run": _RUN,
+                "SlackInteraction": _SLACK_INTERACTION,
             },
         },
         "paths": {
@@ -209,11 +221,57 @@ def _document() -> dict[str, Any]:
                     },
                 )
             },
+            "/v1/slack/interactions": {
+                "post": _operation(
+                    "Slack's interactivity URL: the Approve and Reject buttons of procedure "
+                    "review messages (signed with POSTHOC_SLACK_SIGNING_SECRET).",
+                    {
+                        "200": _json(_ref("SlackInteraction"), "Decided, already so, or ignored."),
+                        "400": _json(_PROBLEM, "The payload does not parse; the field is named."),
+                        "401": _json(_PROBLEM, "Missing, bad or stale Slack signature."),
+                        "404": _json(_PROBLEM, "No such procedure, or no signing secret set."),
+                        "409": _json(_ref("SlackInteraction"), "Already decided the other way."),
+                        "413": bad["413"],
+                    },
+                    parameters=[
+                        {
+                            "name": name,
+                            "in": "header",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                        for name in ("X-Slack-Signature", "X-Slack-Request-Timestamp")
+                    ],
+                    requestBody={
+                        "required": True,
+                        "content": {
+                            "application/x-www-form-urlencoded": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "payload": {
+                                            "type": "string",
+                                            "description": "Slack's interaction payload, JSON.",
+                                        }
+                                    },
+                                    "required": ["payload"],
+                                }
+                            }
+                        },
+                    },
+                )
+            },
             "/healthz": {"get": _operation("The process is up.", {"200": {"description": "Up."}})},
             "/readyz": {
                 "get": _operation(
                     "The database and the broker are reachable.",
                     {"200": {"description": "Ready."}, "503": {"description": "Not ready."}},
+                )
+            },
+            "/metrics": {
+                "get": _operation(
+                    "Prometheus metrics (text exposition format).",
+                    {"200": {"description": "Metrics."}},
                 )
             },
             "/openapi.json": {

@@ -291,6 +291,42 @@ def retry_later(
     return "failed" if exhausted else "queued"
 
 
+def release(
+    connection: Connection,
+    now: datetime,
+    run_id: str,
+    worker_id: str,
+    attempt: int | None,
+    *,
+    reason: str,
+) -> bool:
+    """Hand the run back, due now, if this worker holds the lease: its worker is shutting down
+    before the analysis finished. Not the run's fault, so the attempt it took is given back to
+    its budget (a released last attempt does not dead-letter it)."""
+    run = load_run(connection, run_id)
+    held = run.status == "running" and run.lease_owner == worker_id
+    if not held or (attempt is not None and run.attempts != attempt):
+        _note_lease_lost(connection, now, run_id, worker_id, attempt, "release")
+        return False
+    values: dict[str, Any] = {
+        "status": "queued",
+        "available_at": now,
+        "max_attempts": max(run.max_attempts, run.attempts + 1),
+    }
+    return _finish(
+        connection,
+        now,
+        run_id,
+        worker_id,
+        run.attempts,
+        values,
+        outcome="retry",
+        error_type="worker_shutdown",
+        message=reason,
+        action="release",
+    )
+
+
 def fail(
     connection: Connection,
     now: datetime,

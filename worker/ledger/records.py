@@ -189,7 +189,9 @@ class SweepReport:
     `to_enqueue`: runs whose broker message may be lost (an expired lease with attempts left, or
     a run queued and claimable for a while); put their ids on the queue again. A duplicate
     message is harmless: only one claim can win.
+    `reclaimed`: how many expired leases this sweep acted on (failed, or sent to be taken over).
     """
 
     exhausted: list[str]
     to_enqueue: list[str]
+    reclaimed: int = 0

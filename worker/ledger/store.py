@@ -21,6 +21,7 @@ from worker.ledger._sql import load_run
 from worker.ledger.clock import Clock, utc_now
 from worker.ledger.engine import WRITE_OPTION, create_ledger_engine
 from worker.ledger.errors import LedgerError
+from worker.ledger.procedures import LedgerProcedureStore
 from worker.ledger.records import (
     RUN_STATES,
     AttemptRecord,
@@ -61,6 +62,11 @@ class Ledger:
     def clock(self) -> Clock:
         """The clock every operation reads; stores sharing this engine use it too."""
         return self._clock
+
+    @property
+    def procedures(self) -> LedgerProcedureStore:
+        """The procedure store in this ledger's database (on this ledger's clock)."""
+        return LedgerProcedureStore(self._engine, now=self._clock)
 
     def migrate(self) -> None:
         """Create or upgrade the tables to the newest revision; a no-op when already there."""
@@ -239,6 +245,16 @@ class Ledger:
                 spent=None if usage is None else (usage, cost_usd),
             )
 
+    def release(
+        self, run_id: str, worker_id: str, *, reason: str, attempt: int | None = None
+    ) -> bool:
+        """Hand a claimed run back, due now, without spending its attempt (a worker shutting
+        down); False and no write without the lease."""
+        with self._write() as connection:
+            return leases.release(
+                connection, self._now(), run_id, worker_id, attempt, reason=reason
+            )
+
     def fail(
         self,
         run_id: str,
@@ -294,6 +310,11 @@ class Ledger:
                 waiting_messages=waiting_messages,
                 resend_queued=resend_queued,
             )
+
+    def oldest_waiting_seconds(self) -> float:
+        """Age of the oldest run waiting to be claimed (queued and due); 0 when none waits."""
+        with self._read() as connection:
+            return sweeping.oldest_waiting_seconds(connection, self._now())
 
     def mark_enqueued(self, run_ids: Sequence[str]) -> None:
         """Record that a message was just sent for each run (`enqueued_at`, `enqueue_count`)."""

@@ -47,6 +47,20 @@ def due_queued(
     return list(connection.execute(query.order_by(runs.c.available_at).limit(limit)).scalars())
 
 
+def oldest_waiting_seconds(connection: Connection, now: datetime) -> float:
+    """How long the oldest queued run has been due and unclaimed (0 when none waits)."""
+    oldest = connection.execute(
+        sa.select(sa.func.min(runs.c.available_at)).where(
+            runs.c.status == "queued", runs.c.available_at <= now
+        )
+    ).scalar()
+    if oldest is None:
+        return 0.0
+    if oldest.tzinfo is None:  # SQLite hands back naive UTC
+        oldest = oldest.replace(tzinfo=now.tzinfo)
+    return float(max((now - oldest).total_seconds(), 0.0))
+
+
 def mark_enqueued(connection: Connection, now: datetime, run_ids: Sequence[str]) -> None:
     """Record that one more message was sent for each of `run_ids`."""
     if run_ids:
@@ -122,6 +136,7 @@ def sweep(
         .with_for_update(skip_locked=True)
     ).scalars()
     to_enqueue = list(takeovers)
+    reclaimed = len(exhausted) + len(to_enqueue)
     lost: list[sa.ColumnElement[bool]] = [
         _stale_queued(now, older_than_seconds),
         not_sent_lately,
@@ -143,4 +158,4 @@ def sweep(
         to_enqueue += stale
     if to_enqueue:
         connection.execute(sa.update(runs).where(runs.c.id.in_(to_enqueue)).values(swept_at=now))
-    return SweepReport(exhausted=exhausted, to_enqueue=to_enqueue)
+    return SweepReport(exhausted=exhausted, to_enqueue=to_enqueue, reclaimed=reclaimed)

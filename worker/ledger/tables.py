@@ -386,3 +386,48 @@ schedule_firings = sa.Table(
     sa.CheckConstraint(_one_of("status", FIRING_STATES), name="status"),
     sa.Index(None, "status", "claimed_at"),
 )
+
+PROCEDURE_STATUSES = ("approved", "pending", "rejected")
+
+# The procedure store (revision 0008_procstore): one row per stored version of a procedure,
+# keyed by (tenant, owner agent, name). '' in `tenant_id` means every tenant and in `agent_id`
+# tenant-wide, so the unique constraints hold on both backends (NULLs never collide).
+procedures = sa.Table(
+    "procedures",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("agent_id", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_by", sa.String(16), nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    # The procedure as JSON (schemas.procedure.Procedure), its `approved` from `status`.
+    sa.Column("body", _json(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("decided_at", UtcDateTime()),
+    sa.Column("decided_by", sa.String(200)),
+    # The Slack review message of a pending version: channel, attempts and Slack's receipt
+    # (worker/sinks/procedure_review.py), so a retried post is looked up, never duplicated.
+    sa.Column("review", _json()),
+    sa.UniqueConstraint("tenant_id", "agent_id", "name", "version"),
+    sa.UniqueConstraint("tenant_id", "agent_id", "name", "content_hash"),
+    sa.CheckConstraint(_one_of("status", PROCEDURE_STATUSES), name="status"),
+    sa.CheckConstraint("version >= 1", name="version"),
+    sa.Index(None, "tenant_id", "status"),
+)
+
+# Conversations that support a learned procedure version, each once.
+procedure_support = sa.Table(
+    "procedure_support",
+    metadata,
+    sa.Column(
+        "procedure_id",
+        sa.String(64),
+        sa.ForeignKey("procedures.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("conversation_id", sa.String(200), primary_key=True),
+    sa.Column("added_at", UtcDateTime(), nullable=False),
+)

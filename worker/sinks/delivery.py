@@ -27,6 +27,7 @@ from worker.ledger import deliveries as ledger
 from worker.ledger.conversations import get_conversation
 from worker.ledger.deliveries import DeliveryLedger, DeliveryRecord
 from worker.ledger.tables import analysis_runs
+from worker.observability import metrics
 from worker.settings import Settings
 from worker.sinks.errors import DestinationGone, RetryLater, Undeliverable
 from worker.sinks.jsonl import append_line
@@ -96,6 +97,12 @@ class Deliverer:
             )
         if record is None:
             return DeliveryOutcome(delivery_id, "not_due")
+        outcome = self._attempt(record)
+        metrics.DELIVERIES.labels(record.sink, outcome.status).inc()
+        return outcome
+
+    def _attempt(self, record: DeliveryRecord) -> DeliveryOutcome:
+        delivery_id = record.id
         bound = log.bind(delivery_id=delivery_id, run_id=record.run_id, sink=record.sink)
         try:
             receipt = self._send(record)

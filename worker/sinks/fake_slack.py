@@ -7,6 +7,10 @@
         ...
     slack.messages("#escalations"); slack.duplicates()
 
+Blocks may be `header`, `section`, `context` and `actions` (buttons, checked against Slack's
+limits); `signed_interaction` and `block_actions_payload` build the signed request Slack sends
+to an app when someone clicks a button.
+
 It answers `auth.test`, `chat.postMessage` (with `metadata`, `thread_ts`), `chat.update`,
 `conversations.history`, `conversations.replies`, `conversations.list`, and incoming-webhook
 URLs (`/services/...`, answering the text `ok`) the way Slack does where it matters for
@@ -41,7 +45,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from worker.sinks.render import (
+    MAX_ACTION_ELEMENTS,
+    MAX_ACTION_ID_CHARS,
     MAX_BLOCKS,
+    MAX_BUTTON_TEXT_CHARS,
+    MAX_BUTTON_VALUE_CHARS,
     MAX_CONTEXT_ELEMENTS,
     MAX_FIELD_CHARS,
     MAX_FIELDS_PER_SECTION,
@@ -293,30 +301,114 @@ def message_problems(text: str, blocks: list[Any]) -> list[str]:
         problems.append(f"{len(blocks)} blocks")
     total = 0
     for number, block in enumerate(blocks):
-        kind = block.get("type") if isinstance(block, dict) else None
-        texts: list[tuple[str, int]] = []
-        if kind == "header":
-            texts.append((block["text"]["text"], MAX_HEADER_CHARS))
-        elif kind == "section":
-            texts.append((block["text"]["text"], MAX_SECTION_CHARS))
-            fields = block.get("fields", [])
-            if len(fields) > MAX_FIELDS_PER_SECTION:
-                problems.append(f"block {number} has {len(fields)} fields")
-            texts += [(f["text"], MAX_FIELD_CHARS) for f in fields]
-        elif kind == "context":
-            elements = block.get("elements", [])
-            if not elements or len(elements) > MAX_CONTEXT_ELEMENTS:
-                problems.append(f"block {number} has {len(elements)} elements")
-            texts += [(e["text"], MAX_FIELD_CHARS) for e in elements]
-        else:
-            problems.append(f"block {number} has unknown type {kind!r}")
-        for content, limit in texts:
+        for content, limit in _block_texts(number, block, problems):
             total += len(content)
             if not content or len(content) > limit:
                 problems.append(f"block {number} has a text of {len(content)} characters")
     if total > MAX_MESSAGE_CHARS:
         problems.append(f"blocks hold {total} characters in all")
     return problems
+
+
+def _block_texts(number: int, block: Any, problems: list[str]) -> list[tuple[str, int]]:
+    """The texts of one block with their limits; structural problems go to `problems`."""
+    kind = block.get("type") if isinstance(block, dict) else None
+    texts: list[tuple[str, int]] = []
+    if kind == "header":
+        texts.append((block["text"]["text"], MAX_HEADER_CHARS))
+    elif kind == "section":
+        texts.append((block["text"]["text"], MAX_SECTION_CHARS))
+        fields = block.get("fields", [])
+        if len(fields) > MAX_FIELDS_PER_SECTION:
+            problems.append(f"block {number} has {len(fields)} fields")
+        texts += [(f["text"], MAX_FIELD_CHARS) for f in fields]
+    elif kind == "context":
+        elements = block.get("elements", [])
+        if not elements or len(elements) > MAX_CONTEXT_ELEMENTS:
+            problems.append(f"block {number} has {len(elements)} elements")
+        texts += [(e["text"], MAX_FIELD_CHARS) for e in elements]
+    elif kind == "actions":
+        problems += _actions_problems(number, block.get("elements"))
+    else:
+        problems.append(f"block {number} has unknown type {kind!r}")
+    return texts
+
+
+def _actions_problems(number: int, elements: Any) -> list[str]:
+    """An `actions` block: 1-25 buttons, each with plain text, an action_id unique in the
+    block, and a value within Slack's limits."""
+    if not isinstance(elements, list) or not 0 < len(elements) <= MAX_ACTION_ELEMENTS:
+        return [f"block {number} has {len(elements) if isinstance(elements, list) else 0} elements"]
+    problems = []
+    seen: set[str] = set()
+    for element in elements:
+        if not isinstance(element, dict) or element.get("type") != "button":
+            problems.append(f"block {number} has an element that is not a button")
+            continue
+        label = (element.get("text") or {}).get("text") or ""
+        action_id = str(element.get("action_id") or "")
+        value = str(element.get("value") or "")
+        if not label or len(label) > MAX_BUTTON_TEXT_CHARS:
+            problems.append(f"block {number} has a button text of {len(label)} characters")
+        if not action_id or len(action_id) > MAX_ACTION_ID_CHARS or action_id in seen:
+            problems.append(f"block {number} has a missing, long or repeated action_id")
+        if len(value) > MAX_BUTTON_VALUE_CHARS:
+            problems.append(f"block {number} has a button value of {len(value)} characters")
+        if element.get("style") not in (None, "primary", "danger"):
+            problems.append(f"block {number} has a button style {element.get('style')!r}")
+        seen.add(action_id)
+    return problems
+
+
+def signed_interaction(
+    signing_secret: str, payload: Mapping[str, Any], timestamp: int
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers Slack sends to an app's interactivity URL when someone clicks a
+    button: `payload=<json>` form-encoded, signed with the app's signing secret."""
+    from urllib.parse import urlencode  # noqa: PLC0415
+
+    from slack_sdk.signature import SignatureVerifier  # noqa: PLC0415
+
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    signature = SignatureVerifier(signing_secret).generate_signature(
+        timestamp=str(timestamp), body=body
+    )
+    headers = {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-slack-request-timestamp": str(timestamp),
+        "x-slack-signature": signature or "",
+    }
+    return body, headers
+
+
+def block_actions_payload(
+    message: StoredMessage, action_id: str, *, user_id: str = "U0REVIEW"
+) -> dict[str, Any]:
+    """What Slack sends when `user_id` clicks the button `action_id` of `message`."""
+    buttons = [
+        element
+        for block in message.blocks
+        if isinstance(block, dict) and block.get("type") == "actions"
+        for element in block.get("elements", [])
+    ]
+    [button] = [b for b in buttons if b.get("action_id") == action_id]
+    return {
+        "type": "block_actions",
+        "user": {"id": user_id, "username": "reviewer"},
+        "team": {"id": "T0FAKE"},
+        "channel": {"id": message.channel},
+        "container": {"type": "message", "message_ts": message.ts, "channel_id": message.channel},
+        "message": {"ts": message.ts, "text": message.text},
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "block_id": "review",
+                "value": button.get("value"),
+                "action_ts": message.ts,
+            }
+        ],
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -38,6 +38,10 @@ MAX_TEXT_CHARS = 40_000
 FALLBACK_TEXT_CHARS = 4000
 MAX_MESSAGE_CHARS = 12_000
 MAX_THREAD_REPLIES = 10
+MAX_ACTION_ELEMENTS = 25
+MAX_BUTTON_TEXT_CHARS = 75
+MAX_BUTTON_VALUE_CHARS = 2000
+MAX_ACTION_ID_CHARS = 255
 """Replies beyond this are not posted: the headline says how many items were left out."""
 ITEM_FIELD_CHARS = 6000
 """What the fields of one item may take in total, so any item fits in one message."""

@@ -4,11 +4,14 @@ answer is one the spec lists, and afterwards everything in the ledger is valid."
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 import sqlalchemy as sa
@@ -25,6 +28,7 @@ from worker.ledger import Ledger
 from worker.ledger.tables import analysis_runs, conversations
 
 SPEC = openapi_document()
+SLACK_SECRET = "slack-signing-secret-for-the-fuzz"
 OPERATIONS = [
     (path, method, operation)
     for path, methods in SPEC["paths"].items()
@@ -64,8 +68,30 @@ conversations_like = st.fixed_dictionaries(
         "metadata": json_values,
     },
 )
+slack_forms = st.fixed_dictionaries(
+    {"type": st.sampled_from(["block_actions", "view_submission"]) | json_values},
+    optional={
+        "actions": st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "action_id": st.sampled_from(
+                        ["posthoc_procedure_approve", "posthoc_procedure_reject", "other"]
+                    )
+                    | json_values,
+                    "value": st.text(max_size=30) | json_values,
+                },
+            )
+            | json_values,
+            max_size=2,
+        ),
+        "user": st.fixed_dictionaries({}, optional={"id": st.text(max_size=12) | json_values})
+        | json_values,
+    },
+).map(lambda p: urlencode({"payload": json.dumps(p)}).encode())
 bodies = (
-    conversations_like.map(lambda c: json.dumps(c).encode())
+    slack_forms
+    | conversations_like.map(lambda c: json.dumps(c).encode())
     | st.lists(conversations_like, max_size=3).map(lambda c: json.dumps(c).encode())
     | json_values.map(lambda v: json.dumps(v).encode())
     | st.binary(max_size=200)
@@ -91,6 +117,7 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
         enqueue=lambda ids: None,
         sources=parse_sources(json.dumps(sources)),
         max_body_bytes=16 * 1024,
+        slack_signing_secret=SLACK_SECRET,
     )
     with serving(intake) as server:
         yield server, ledger, key
@@ -106,7 +133,7 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
     operation=st.sampled_from(OPERATIONS),
     body=bodies,
     param=params,
-    credentials=st.sampled_from(["key", "none", "junk", "signed"]),
+    credentials=st.sampled_from(["key", "none", "junk", "signed", "slack"]),
     timeout=st.sampled_from(
         ["", "?timeout_seconds=0.05", "?timeout_seconds=-1", "?timeout_seconds=x"]
     ),
@@ -133,6 +160,7 @@ def test_no_operation_answers_5xx_or_outside_the_spec(
         "signed": standard_headers(body, STANDARD_SECRET, msg_id=quote(param)[:40])
         if _utf8(body)
         else {},
+        "slack": slack_headers(body),
     }[credentials]
     sent = body if method == "post" else None
     answer = server.request(method.upper(), concrete, sent, headers)
@@ -159,6 +187,15 @@ def test_submitting_near_valid_conversations_never_answers_5xx(
     assert answer.status in (202, 400, 422), answer.body
     if answer.status == 422:
         assert answer.body["error"].split(":")[0]
+
+
+def slack_headers(body: bytes) -> dict[str, str]:
+    """Headers Slack would sign `body` with (any bytes: the signature covers them as sent)."""
+    timestamp = str(int(time.time()))
+    digest = hmac.new(
+        SLACK_SECRET.encode(), b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256
+    ).hexdigest()
+    return {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": f"v0={digest}"}
 
 
 def _utf8(body: bytes) -> bool:

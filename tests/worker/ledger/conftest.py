@@ -29,6 +29,8 @@ POSTGRES_ADMIN_URLS = (
 LEDGER_TABLES = (
     "rerun_job_items",
     "rerun_jobs",
+    "procedure_support",
+    "procedures",
     "deliveries",
     "disabled_destinations",
     "effects",
@@ -127,7 +129,8 @@ def ledger(database_url: str, clock: ManualClock) -> Iterator[Ledger]:
                 connection.exec_driver_sql(
                     "TRUNCATE deliveries, disabled_destinations, effects, run_attempts, "
                     "analysis_runs, analyzer_snapshots, conversation_versions, conversations, "
-                    "api_keys, webhook_deliveries, scheduler_leases, schedule_firings "
+                    "api_keys, webhook_deliveries, procedure_support, procedures, "
+                    "scheduler_leases, schedule_firings "
                     "RESTART IDENTITY CASCADE"
                 )
         yield ledger

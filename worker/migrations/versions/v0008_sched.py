@@ -1,7 +1,7 @@
 """Schedules: the beat lease and the record of every firing.
 
 Revision ID: 0007_sched
-Revises: 0007_rerun, 0007_delivery_wakeups
+Revises: 0007_rerun, 0008_procstore
 Create Date: 2026-11-30
 
 `scheduler_leases` holds the one lease that lets a single `posthoc beat` fire at a time across
@@ -19,9 +19,9 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0007_sched"
-# Merges the two revisions that followed 0006_fleet on parallel branches (rerun jobs and
-# delivery wake-ups); the lead may re-chain this linearly on merge.
-down_revision: str | Sequence[str] | None = ("0007_rerun", "0007_delivery_wakeups")
+# Merges the heads of parallel branches (rerun jobs; delivery wake-ups then the procedure
+# store); the lead may re-chain this linearly on merge.
+down_revision: str | Sequence[str] | None = ("0007_rerun", "0008_procstore")
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
