@@ -315,6 +315,13 @@ class AnalyzerSpec(Contract):
     name: Name
     version: Annotated[str, Field(min_length=1, max_length=64)] = "1"
     description: NonEmptyText
+    input: Literal["conversation", "results"] = Field(
+        default="conversation",
+        description="`conversation`: runs on each conversation its trigger matches. `results`: "
+        "a standalone analyzer, run by a schedule over the stored results of a tenant and time "
+        "range (with the read-only tools `query_results` and `get_conversation`); its trigger "
+        "is not used.",
+    )
     trigger: AnalyzerTrigger = Field(default_factory=AnalyzerTrigger)
     after: ChainAfter | None = None
     instructions: NonEmptyText

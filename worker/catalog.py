@@ -25,6 +25,10 @@ from schemas.result import AnalysisResult
 from worker.ledger import RunPlan
 
 BUILTIN_DIR = Path(analyzers_package.__file__).parent / "builtin"
+STANDALONE_SKIP_REASON = (
+    "a standalone analyzer (input: results) runs over stored results, not on one "
+    "conversation: run it from a schedule (`kind: schedule`, `posthoc beat`)"
+)
 
 
 @dataclass(frozen=True)
@@ -90,12 +94,13 @@ class Catalog:
         return self.versions.get(name, {}).get(version)
 
     def select(self, names: Sequence[str] | None) -> list[AnalyzerSpec]:
-        """The analyzers named (`name` or `name@version`; the newest of each for None).
+        """The analyzers named (`name` or `name@version`; for None the newest of each that runs
+        on conversations: standalone analyzers run only when named or scheduled).
 
         An unknown name or version is a `ConfigError` listing what is loaded.
         """
         if not names:
-            return list(self.analyzers.values())
+            return [spec for spec in self.analyzers.values() if spec.input == "conversation"]
         chosen: dict[tuple[str, str], AnalyzerSpec] = {}
         unknown = []
         for wanted in names:
@@ -132,6 +137,16 @@ class Catalog:
         # unless it is asked for by name.
         chosen = [spec for spec in self.select(names) if names or spec.after is None]
         for spec in chosen:
+            if spec.input == "results":
+                plans.append(
+                    RunPlan(
+                        analyzer=spec.name,
+                        analyzer_version=spec.version,
+                        skip_reason=STANDALONE_SKIP_REASON,
+                        max_attempts=max_attempts,
+                    )
+                )
+                continue
             decision = analyzer_applies(spec, conversation)
             plans.append(
                 RunPlan(
@@ -172,5 +187,7 @@ class Catalog:
         return [
             other
             for other in self.analyzers.values()
-            if other.name != spec.name and analyzer_applies(other, conversation).applies
+            if other.name != spec.name
+            and other.input == "conversation"
+            and analyzer_applies(other, conversation).applies
         ]

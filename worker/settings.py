@@ -40,6 +40,18 @@ class Settings(BaseSettings):
     model: str = Field(default="claude-sonnet-5-5", description="Default model id.")
     analyzer_dirs: list[Path] = Field(default_factory=list)
     procedure_dirs: list[Path] = Field(default_factory=list)
+    schedule_dirs: list[Path] = Field(
+        default_factory=list, description="Folders (or files) of `kind: schedule` YAML for beat."
+    )
+    beat_lease_seconds: int = Field(
+        default=30,
+        ge=2,
+        description="`posthoc beat`: the scheduler lease; another beat takes "
+        "over this long after the holder stops renewing it.",
+    )
+    beat_tick_seconds: float = Field(
+        default=5.0, gt=0, description="`posthoc beat`: the longest sleep between two ticks."
+    )
     builtin_analyzers: bool = Field(default=True, description="Load the built-in analyzers.")
     lease_seconds: int = Field(default=120, ge=10, description="A claimed run's lease.")
     heartbeat_seconds: int = Field(default=30, ge=1, description="How often leases renew.")

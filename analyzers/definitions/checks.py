@@ -29,8 +29,10 @@ from analyzers.definitions.expressions import (
 from analyzers.definitions.limits import InputLimits, active_limits
 from analyzers.definitions.loading import DefinitionSet, Problem, Sourced
 from analyzers.definitions.patterns import PatternError, compile_pattern
+from analyzers.definitions.schedule_checks import schedule_problems
 from analyzers.definitions.versions import SEPARATOR
 from analyzers.tools.conversation import BUILTIN_TOOL_NAMES
+from analyzers.tools.stored_results import RESULTS_TOOL_NAMES
 from schemas.analyzer import AnalyzerSpec
 from schemas.procedure import IfStep, Procedure, ToolStep
 from schemas.rules import Loc
@@ -66,6 +68,7 @@ def check_definitions(
         problems += _analyzer_problems(analyzer, limits)
         problems += _procedure_reference_problems(analyzer, procedures_by_name)
     problems += _chain_problems(definitions.analyzers)
+    problems += schedule_problems(definitions.schedules, definitions.analyzers)
     return problems
 
 
@@ -168,13 +171,24 @@ def _analyzer_problems(analyzer: Sourced[AnalyzerSpec], limits: InputLimits) -> 
     spec = analyzer.value
     problems: list[Problem] = []
     for index, tool in enumerate(spec.tools):
-        if isinstance(tool, str) and tool not in BUILTIN_TOOL_NAMES:
+        if isinstance(tool, str) and tool in RESULTS_TOOL_NAMES:
+            if spec.input != "results":
+                problems.append(
+                    analyzer.problem(
+                        ("tools", index),
+                        "tool-needs-results-input",
+                        f"{tool!r} reads stored results: only standalone analyzers "
+                        "(input: results) may list it",
+                    )
+                )
+        elif isinstance(tool, str) and tool not in BUILTIN_TOOL_NAMES:
             problems.append(
                 analyzer.problem(
                     ("tools", index),
                     "tool-builtin-known",
                     f"{tool!r} is not a built-in tool (known: "
-                    f"{sorted(BUILTIN_TOOL_NAMES)}); define an HTTP tool instead",
+                    f"{sorted(BUILTIN_TOOL_NAMES | RESULTS_TOOL_NAMES)}); define an HTTP tool "
+                    "instead",
                 )
             )
         elif not isinstance(tool, str):

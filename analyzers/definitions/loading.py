@@ -1,11 +1,12 @@
-"""Load analyzers, procedures and conversations from files, with located problems.
+"""Load analyzers, procedures, schedules and conversations from files, with located problems.
 
-`load_paths` reads YAML definitions (`kind: analyzer` or `kind: procedure`, several documents
-per file allowed) and JSON / JSON Lines conversations from files and directories. It never stops
-at the first problem: every valid definition is kept and every problem is reported with its file,
-line, field and the rule it breaks. Hostile input is bounded by `InputLimits`: JSON Lines files
-are streamed a line at a time, files read whole are size-checked first, and an oversized,
-too-deep or unstorable record is a problem for that record only.
+`load_paths` reads YAML definitions (`kind: analyzer`, `kind: procedure` or `kind: schedule`,
+several documents per file allowed) and JSON / JSON Lines conversations from files and
+directories. It never stops at the first problem: every valid definition is kept and every
+problem is reported with its file, line, field and the rule it breaks. Hostile input is bounded
+by `InputLimits`: JSON Lines files are streamed a line at a time, files read whole are
+size-checked first, and an oversized, too-deep or unstorable record is a problem for that
+record only.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure
 from schemas.rules import RULE_VIOLATIONS, Loc, render_loc
+from schemas.schedule import ScheduleSpec
 
 DEFINITION_SUFFIXES = (".yaml", ".yml")
 CONVERSATION_SUFFIXES = (".json", ".jsonl")
-DEFINITION_KINDS: dict[str, type[AnalyzerSpec] | type[Procedure]] = {
+DEFINITION_KINDS: dict[str, type[AnalyzerSpec] | type[Procedure] | type[ScheduleSpec]] = {
     "analyzer": AnalyzerSpec,
     "procedure": Procedure,
+    "schedule": ScheduleSpec,
 }
 
 # Lists whose items are tagged unions: pydantic puts the tag right after the item's index in
@@ -89,11 +92,13 @@ class DefinitionSet:
     procedures: list[Sourced[Procedure]] = field(default_factory=list)
     conversations: list[Sourced[Conversation]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    schedules: list[Sourced[ScheduleSpec]] = field(default_factory=list)
 
     def extend(self, other: DefinitionSet) -> None:
         """Add everything from `other` to this set."""
         self.analyzers += other.analyzers
         self.procedures += other.procedures
+        self.schedules += other.schedules
         self.conversations += other.conversations
         self.problems += other.problems
 
@@ -223,6 +228,8 @@ def _load_definition(file: str, document: Document, loaded: DefinitionSet) -> No
         return
     if isinstance(value, AnalyzerSpec):
         loaded.analyzers.append(Sourced(value, file, data, document.source_map))
+    elif isinstance(value, ScheduleSpec):
+        loaded.schedules.append(Sourced(value, file, data, document.source_map))
     else:
         loaded.procedures.append(Sourced(value, file, data, document.source_map))
 

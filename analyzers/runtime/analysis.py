@@ -24,8 +24,9 @@ from analyzers.runtime.prompt import (
 )
 from analyzers.runtime.session import ContextOverflow, RunOptions, Session, output_tools
 from analyzers.tools.base import JSON, ReadCoverage, Tool
-from analyzers.tools.conversation import builtin_tools, render_turn
+from analyzers.tools.conversation import render_turn
 from analyzers.tools.http import HttpToolRunner
+from analyzers.tools.stored_results import named_tools
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure
@@ -130,6 +131,14 @@ READ_THEN_RECORD = (
 """Closes the first message: reading comes before recording (a model asked for outputs first
 tends to answer from the opening turns)."""
 
+QUERY_THEN_RECORD = (
+    "The message above describes the stored results you work over, not a conversation. Start "
+    "by querying them with your tools (page through every result the task needs, and read a "
+    "conversation when a result alone does not tell you enough). Only then record your "
+    "outputs, each item once, and end your turn with a one-line summary."
+)
+"""Closes the first message of a standalone (`input: results`) analyzer."""
+
 
 def _procedures_to_review(
     spec: AnalyzerSpec, conversation: Conversation, procedures: Sequence[Procedure]
@@ -197,7 +206,7 @@ def _open_session(
     # shared `record_output`) so send the same tool list, which starts the cached prefix; an
     # analyzer with HTTP tools or procedures has its own prefix.
     tools: dict[str, Tool] = {
-        tool.name: tool for tool in builtin_tools([t for t in spec.tools if isinstance(t, str)])
+        tool.name: tool for tool in named_tools([t for t in spec.tools if isinstance(t, str)])
     }
     for http_tool in spec.http_tools():
         tools[http_tool.name] = HttpToolRunner(http_tool)
@@ -248,7 +257,7 @@ async def _drive(
         runner = ProcedureRunner(session, procedure)
         runners.append(runner)
         pending = await runner.run(pending)
-    pending.append(_text(READ_THEN_RECORD))
+    pending.append(_text(QUERY_THEN_RECORD if spec.input == "results" else READ_THEN_RECORD))
     await session.converse(pending)
     for plan in plans:
         # The event log's decisions replace whatever the model said about them, and the output

@@ -23,6 +23,7 @@ from analyzers.runtime.output_tools import OutputRecorder, OutputTool, RecordOut
 from analyzers.runtime.prompt import ConversationView
 from analyzers.tools.base import JSON, HttpTransport, ReadCoverage, Tool, ToolContext, ToolOutcome
 from analyzers.tools.effects import EffectStore, InMemoryEffectStore, RunEffects
+from analyzers.tools.stored_results import ResultsReader
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.result import ToolCallRecord
@@ -46,6 +47,9 @@ class RunOptions:
     cache_ttl: str | None = None
     effects: EffectStore = field(default_factory=InMemoryEffectStore)
     """Where HTTP writes are recorded; the worker passes its ledger's, so a retry replays them."""
+    results: ResultsReader | None = None
+    """The ledger reads a standalone (`input: results`) analyzer's tools answer from; the worker
+    passes one bounded to the run's selection."""
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     monotonic: Callable[[], float] = time.monotonic
     price_factor: float = 1.0
@@ -100,6 +104,7 @@ class Session:
             http=options.http,
             secrets=options.secrets,
             effects=RunEffects(options.run_id, options.effects, dry_run=spec.dry_run),
+            results=options.results,
         )
         self.messages: list[JSON] = []
         self.trace: list[ToolCallRecord] = []

@@ -33,8 +33,8 @@ from analyzers.runtime.capture_support import candidate_output
 from analyzers.runtime.output_tools import OutputTool
 from analyzers.runtime.prompt import brief
 from analyzers.tools.base import JSON, Tool
-from analyzers.tools.conversation import builtin_tools
 from analyzers.tools.http import HttpToolRunner
+from analyzers.tools.stored_results import named_tools
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure
@@ -96,7 +96,7 @@ def render_brief(
 def tool_definitions(spec: AnalyzerSpec) -> list[JSON]:
     """The definitions of every tool `spec` may call, sorted by name."""
     tools: list[Tool] = [
-        *builtin_tools([t for t in spec.tools if isinstance(t, str)]),
+        *named_tools([t for t in spec.tools if isinstance(t, str)]),
         *(HttpToolRunner(http_tool) for http_tool in spec.http_tools()),
         *(OutputTool(output, None) for output in spec.outputs),
     ]

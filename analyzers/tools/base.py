@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from analyzers.tools.effects import RunEffects
 from schemas.conversation import Conversation
 from schemas.result import WriteEffect
+
+if TYPE_CHECKING:
+    from analyzers.tools.stored_results import ResultsReader
 
 JSON = dict[str, Any]
 ToolKind = Literal["builtin", "http", "output", "procedure"]
@@ -86,6 +89,8 @@ class ToolContext:
     """Where write effects are recorded; None: writes are made without keys or records."""
     procedure_step: tuple[str, int] | None = None
     """(procedure name, step order) while a procedure step runs; the runtime keeps it current."""
+    results: ResultsReader | None = None
+    """Read-only ledger queries for standalone (`input: results`) analyzers; None elsewhere."""
 
 
 class Tool(Protocol):

@@ -182,7 +182,7 @@ def test_kind_must_be_known(tmp_path: Path, text: str, line: int, fragment: str)
     assert problem.field == "kind"
     assert problem.line == line
     assert fragment in problem.message
-    assert "['analyzer', 'procedure']" in problem.message
+    assert "['analyzer', 'procedure', 'schedule']" in problem.message
 
 
 def test_document_that_is_not_a_mapping_is_a_problem(tmp_path: Path) -> None:

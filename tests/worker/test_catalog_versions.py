@@ -34,7 +34,11 @@ def test_the_newest_version_is_the_default_and_name_at_version_selects(tmp_path:
     assert [s.version for s in catalog.select(["quality@1.0.0"])] == ["1.0.0"]
     chosen = catalog.select(["quality@1.0.0", "quality", "quality@1.10.0"])
     assert [s.version for s in chosen] == ["1.0.0", "1.10.0"]  # each version once
-    assert catalog.select(None) == list(catalog.analyzers.values())  # newest of each
+    # The newest of each analyzer that runs on conversations; standalone ones only by name.
+    assert catalog.select(None) == [
+        spec for spec in catalog.analyzers.values() if spec.name != "daily_digest"
+    ]
+    assert [s.name for s in catalog.select(["daily_digest"])] == ["daily_digest"]
     with pytest.raises(ConfigError, match=r"\['quality@2'\].*quality@1\.0\.0, quality@1\.10\.0"):
         catalog.select(["quality@2"])
 

@@ -5,6 +5,7 @@ one import line below.
 """
 
 from worker.cli import (
+    beat,  # noqa: F401 - registers `posthoc beat`
     deliveries,  # noqa: F401 - registers `posthoc deliveries`
     diff,  # noqa: F401 - registers `posthoc diff`
     intake_admin,  # noqa: F401 - registers `posthoc api-keys`, `intake`

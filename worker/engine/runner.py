@@ -36,6 +36,7 @@ from schemas.result import AnalysisResult
 from schemas.usage import Usage
 from worker.catalog import Catalog
 from worker.engine.learning import learn_from_result
+from worker.engine.results_reader import LedgerResultsReader, ResultsSelection
 from worker.ledger import ClaimedRun, Ledger, RunPlan, SnapshotNotFound
 from worker.ledger.effects import LedgerEffectStore
 from worker.observability import metrics, tracing
@@ -170,6 +171,21 @@ class Engine:
         if isinstance(program, str):
             return await self._fail(claimed, worker_id, "config_error", program, started)
         spec, procedures = program
+        reader: LedgerResultsReader | None = None
+        if spec.input == "results":
+            # A standalone analyzer runs on a selection record; its tools read the ledger
+            # within that selection only.
+            selection = ResultsSelection.from_conversation(conversation)
+            if selection is None:
+                return await self._fail(
+                    claimed,
+                    worker_id,
+                    "config_error",
+                    f"analyzer {spec.name!r} is standalone (input: results) and runs only on a "
+                    "selection recorded by a schedule, not on a conversation",
+                    started,
+                )
+            reader = LedgerResultsReader(self.ledger, selection)
         options = RunOptions(
             run_id=claimed.run_id,
             default_model=self.config.default_model,
@@ -177,6 +193,7 @@ class Engine:
             secrets=self.secrets,
             effects=LedgerEffectStore(self.ledger.engine),
             price_factor=self.config.price_factor,
+            results=reader,
         )
         work = asyncio.create_task(
             analyzers.run(
@@ -184,7 +201,7 @@ class Engine:
                 conversation,
                 model=self.model,
                 procedures=procedures,
-                companions=self.catalog.companions(spec, conversation),
+                companions=[] if reader else self.catalog.companions(spec, conversation),
                 options=options,
             )
         )

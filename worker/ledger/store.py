@@ -59,6 +59,11 @@ class Ledger:
         return self._engine
 
     @property
+    def clock(self) -> Clock:
+        """The clock every operation reads; stores sharing this engine use it too."""
+        return self._clock
+
+    @property
     def procedures(self) -> LedgerProcedureStore:
         """The procedure store in this ledger's database (on this ledger's clock)."""
         return LedgerProcedureStore(self._engine, now=self._clock)

@@ -302,6 +302,91 @@ webhook_deliveries = sa.Table(
     sa.Index("ix_webhook_deliveries_received_at", "received_at"),
 )
 
+# Rerun jobs (revision 0009_rerun): one row per `posthoc rerun`, and one item per selected
+# conversation, fixed when the job is created so a resumed job works on exactly that list.
+JOB_STATUSES = ("running", "done", "cancelled", "budget_exhausted")
+JOB_ITEM_STATES = ("pending", "recorded", "skipped")
+
+rerun_jobs = sa.Table(
+    "rerun_jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("analyzer", sa.String(200), nullable=False),
+    sa.Column("analyzer_version", sa.String(100), nullable=False),
+    # The RerunSelection as given (JSON), for `jobs show` and schedules.
+    sa.Column("selection", _json(), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("budget_usd", sa.Float()),
+    sa.Column("allow_writes", sa.Boolean(), nullable=False),
+    sa.Column("deliver", sa.Boolean(), nullable=False),
+    sa.Column("batch", sa.Boolean(), nullable=False),
+    # What one run is expected to cost at the standard price, and the whole job's estimate.
+    sa.Column("estimate_per_run_usd", sa.Float(), nullable=False),
+    sa.Column("estimated_usd", sa.Float(), nullable=False),
+    sa.Column("selected", sa.Integer(), nullable=False),
+    # The process working on the job ("host:pid:token"), so a resume can take over its runs.
+    sa.Column("runner", sa.String(200)),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("finished_at", UtcDateTime()),
+    sa.CheckConstraint(_one_of("status", JOB_STATUSES), name="status"),
+    sa.Index(None, "created_at"),
+)
+
+rerun_job_items = sa.Table(
+    "rerun_job_items",
+    metadata,
+    sa.Column("job_id", sa.String(32), sa.ForeignKey("rerun_jobs.id"), primary_key=True),
+    sa.Column("position", sa.Integer(), primary_key=True),
+    sa.Column("conversation_pk", BigPk, sa.ForeignKey("conversations.id"), nullable=False),
+    sa.Column("version_id", BigPk, sa.ForeignKey("conversation_versions.id")),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("analysis_runs.id")),
+    sa.Column("reason", sa.Text()),
+    sa.UniqueConstraint("job_id", "conversation_pk"),
+    sa.CheckConstraint(_one_of("state", JOB_ITEM_STATES), name="state"),
+    sa.CheckConstraint("state <> 'recorded' OR run_id IS NOT NULL", name="recorded_has_run"),
+    sa.Index(None, "job_id", "state"),
+    sa.Index(None, "run_id"),
+)
+
+# Schedules (`posthoc beat`): the lease that lets one beat fire at a time across the fleet, and
+# one row per firing under (schedule, scheduled time), so a restarted or second beat never
+# fires a slot twice.
+scheduler_leases = sa.Table(
+    "scheduler_leases",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("acquired_at", UtcDateTime(), nullable=False),
+    sa.Column("renewed_at", UtcDateTime(), nullable=False),
+)
+
+FIRING_STATES = ("firing", "fired", "failed")
+"""firing: claimed, its action under way (a beat that dies here leaves it for the next
+leaseholder to finish; the action is idempotent by (schedule, slot)); fired: done, with what it
+recorded in `detail`; failed: the action could not be done (the reason in `error`)."""
+
+schedule_firings = sa.Table(
+    "schedule_firings",
+    metadata,
+    sa.Column("id", BigPk, primary_key=True, autoincrement=True),
+    sa.Column("schedule", sa.String(200), nullable=False),
+    sa.Column("scheduled_for", UtcDateTime(), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("claimed_at", UtcDateTime(), nullable=False),
+    sa.Column("finished_at", UtcDateTime()),
+    sa.Column("detail", _json()),
+    sa.Column("error", sa.Text()),
+    sa.UniqueConstraint("schedule", "scheduled_for"),
+    sa.CheckConstraint(_one_of("status", FIRING_STATES), name="status"),
+    sa.Index(None, "status", "claimed_at"),
+)
+
 PROCEDURE_STATUSES = ("approved", "pending", "rejected")
 
 # The procedure store (revision 0008_procstore): one row per stored version of a procedure,

@@ -1,5 +1,6 @@
 """Work that is not one conversation arriving: reruns as jobs in the ledger, comparing two
-versions of an analyzer (`diff`), and (from the `sched` work) schedules and beat.
+versions of an analyzer (`diff`), schedules fired by `posthoc beat` (`beat.py`, `actions.py`,
+`celery_beat.py`) and standalone runs over stored results (`standalone.py`).
 
 The stable entry points for other modules (schedules start rerun jobs through these):
 `RerunSelection` (what to rerun), `start_rerun_job` (select and record a job, or a dry run),

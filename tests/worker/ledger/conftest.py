@@ -27,10 +27,12 @@ POSTGRES_ADMIN_URLS = (
     "postgresql+psycopg://root@127.0.0.1:5432/postgres",
 )
 LEDGER_TABLES = (
-    "procedure_support",
-    "procedures",
+    "schedule_firings",
+    "scheduler_leases",
     "rerun_job_items",
     "rerun_jobs",
+    "procedure_support",
+    "procedures",
     "deliveries",
     "disabled_destinations",
     "effects",
@@ -41,6 +43,8 @@ LEDGER_TABLES = (
     "conversations",
     "api_keys",
     "webhook_deliveries",
+    "scheduler_leases",
+    "schedule_firings",
     "alembic_version",
 )
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
@@ -128,7 +132,7 @@ def ledger(database_url: str, clock: ManualClock) -> Iterator[Ledger]:
                     "TRUNCATE deliveries, disabled_destinations, effects, run_attempts, "
                     "analysis_runs, analyzer_snapshots, conversation_versions, conversations, "
                     "api_keys, webhook_deliveries, procedure_support, procedures, "
-                    "rerun_job_items, rerun_jobs "
+                    "rerun_job_items, rerun_jobs, scheduler_leases, schedule_firings "
                     "RESTART IDENTITY CASCADE"
                 )
         yield ledger
