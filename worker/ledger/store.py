@@ -68,11 +68,6 @@ class Ledger:
         """The procedure store in this ledger's database (on this ledger's clock)."""
         return LedgerProcedureStore(self._engine, now=self._clock)
 
-    @property
-    def clock(self) -> Clock:
-        """The clock every operation reads; stores sharing this engine use it too."""
-        return self._clock
-
     def migrate(self) -> None:
         """Create or upgrade the tables to the newest revision; a no-op when already there."""
         with self._write() as connection:
