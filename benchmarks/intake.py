@@ -1,18 +1,21 @@
 """Signed webhook intake: requests per second and p50/p99 latency of `POST /v1/webhooks/{source}`
 persisting each conversation and its runs to PostgreSQL and enqueueing them on Redis, beside the
-same server stack (Starlette on uvicorn, one process) answering a no-op 202 (the ceiling).
+same server stack (Starlette on uvicorn, the same number of processes: `--workers`, default 2)
+answering a no-op 202 (the ceiling).
 
 Every request is a distinct Retell `call_analyzed` delivery signed as Retell signs (HMAC over the
 raw body and a millisecond timestamp), so each one verifies its signature, maps the payload,
 saves the conversation, evaluates the built-in analyzers' triggers, records 3 runs and sends the
 queued ones to Redis before answering 202. Requests and signatures are built before the clock
-starts. The load client (asyncio, keep-alive connections) runs in this process and the server in
-a child process; on a 2-core machine they share the cores with PostgreSQL and Redis, so the
-ceiling is itself bounded by the client. Each figure is the median of 3 rounds.
+starts. The load client (asyncio, keep-alive connections) runs in this process and the servers in
+child processes, built from settings as `posthoc serve --workers N` builds them; on a 2-core
+machine they share the cores with PostgreSQL and Redis, so the ceiling is itself bounded by the
+client. Each figure is the median of 3 rounds; the machine's load average is printed before and
+after (on a shared machine it says how much of the cores the figures had).
 
 Goal: at least 1,000 requests per second and at least 0.5 of the ceiling.
 
-    python benchmarks/intake.py [--smoke] [--requests N] [--connections C]
+    python benchmarks/intake.py [--smoke] [--requests N] [--connections C] [--workers W]
 
 `--smoke` uses an embedded SQLite ledger and queue and a few dozen requests: it checks that the
 benchmark runs, not what it measures.
@@ -31,11 +34,13 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -93,54 +98,86 @@ def signed_request(body: bytes, path: str) -> bytes:
 # -- the server, in a child process -------------------------------------------------------------
 
 
-def _serve(
-    connection: Connection, mode: str, database_url: str, broker_url: str, queue: str
-) -> None:
-    import socket
-
-    import uvicorn
+def noop_app() -> Any:
+    """The ceiling: the same server stack answering every delivery with a no-op 202."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    if mode == "noop":
+    async def noop(request: Request) -> Response:
+        await request.body()
+        return JSONResponse({"run_ids": []}, status_code=202)
 
-        async def noop(request: Request) -> Response:
-            await request.body()
-            return JSONResponse({"run_ids": []}, status_code=202)
+    return Starlette(routes=[Route("/v1/webhooks/{source}", noop, methods=["POST"])])
 
-        app = Starlette(routes=[Route("/v1/webhooks/{source}", noop, methods=["POST"])])
-    else:
-        from worker.cli.serve import build_intake
-        from worker.http.app import create_app
-        from worker.observability.logging import configure_logging
-        from worker.settings import Settings
 
-        configure_logging("warning", "json")  # one log line per delivery would be measured too
+def _serve(
+    connection: Connection,
+    mode: str,
+    database_url: str,
+    broker_url: str,
+    queue: str,
+    workers: int,
+) -> None:
+    import os
+    import socket
 
-        sources = {"bench": {"platform": "retell", "tenant": "acme", "secrets": [SECRET]}}
-        settings = Settings(
-            database_url=database_url,
-            broker_url=broker_url,
-            queue=queue,
-            webhook_sources=json.dumps(sources),
-            log_level="warning",
-        )
-        app = create_app(build_intake(settings))
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    sources = {"bench": {"platform": "retell", "tenant": "acme", "secrets": [SECRET]}}
+    # The server processes build the app from settings, as `posthoc serve --workers` does.
+    os.environ.update(
+        {
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+            "POSTHOC_DATABASE_URL": database_url,
+            "POSTHOC_BROKER_URL": broker_url,
+            "POSTHOC_QUEUE": queue,
+            "POSTHOC_WEBHOOK_SOURCES": json.dumps(sources),
+            "POSTHOC_LOG_LEVEL": "warning",  # a log line per delivery would be measured too
+            "POSTHOC_LOG_FORMAT": "json",
+        }
+    )
+    if mode == "intake" and workers > 1:
+        from worker.ledger import Ledger
+
+        with Ledger.from_url(database_url) as ledger:
+            ledger.migrate()  # once, as `posthoc serve --workers` does
+    factory = (
+        "worker.cli.serve:app_from_settings" if mode == "intake" else "benchmarks.intake:noop_app"
+    )
+    config = uvicorn.Config(
+        factory,
+        factory=True,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+    )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     connection.send(sock.getsockname()[1])
-    config = uvicorn.Config(app, log_level="warning", access_log=False, log_config=None)
-    uvicorn.Server(config).run(sockets=[sock])
+    if workers > 1:
+        # uvicorn hands its processes the parent's stdin; multiprocessing left this process's
+        # stdin on a descriptor they do not inherit, so give it 0 again.
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        sys.stdin = os.fdopen(0)
+        sock.listen(config.backlog)
+        sock.set_inheritable(True)
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 @contextmanager
-def server(mode: str, database_url: str, broker_url: str, queue: str) -> Iterator[int]:
+def server(
+    mode: str, database_url: str, broker_url: str, queue: str, workers: int
+) -> Iterator[int]:
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     process = context.Process(
-        target=_serve, args=(child, mode, database_url, broker_url, queue), daemon=True
+        target=_serve, args=(child, mode, database_url, broker_url, queue, workers)
     )
     process.start()
     try:
@@ -230,15 +267,100 @@ def percentile(values: Sequence[float], share: float) -> float:
 
 
 def measure(
-    mode: str, database_url: str, broker_url: str, queue: str, count: int, connections: int
+    mode: str,
+    database_url: str,
+    broker_url: str,
+    queue: str,
+    count: int,
+    connections: int,
+    workers: int,
 ) -> list[Round]:
     rounds = []
-    with server(mode, database_url, broker_url, queue) as port:
+    with server(mode, database_url, broker_url, queue, workers) as port:
         load(port, build_requests(min(count, 50), f"warm-{mode}"), connections)  # warm-up
         for number in range(ROUNDS):
             requests = build_requests(count, f"{mode}-{number}-{uuid.uuid4().hex[:6]}")
             rounds.append(load(port, requests, connections))
     return rounds
+
+
+def writer_costs(
+    database_url: str, broker_url: str, queue: str, count: int, rounds: int = ROUNDS
+) -> None:
+    """CPU time per delivery in the thread that records and publishes, in this process: each
+    delivery in its own transaction and its runs sent one `send_task` at a time (the baseline),
+    against batches of 32 in one transaction and one `RunPublisher` call. CPU time, unlike the
+    rates above, hardly depends on what else the machine runs; the database's and broker's own
+    work is not in it."""
+    from datetime import UTC, datetime
+
+    from worker.catalog import Catalog
+    from worker.engine.celery_app import TASK_NAME, create_celery
+    from worker.engine.publishing import RunPublisher
+    from worker.http.adapters import Mapped, parse_payload
+    from worker.http.recording import Accept, DeliveryWriter, LogEntry
+    from worker.ledger import Ledger
+    from worker.ledger.bulk import RunsToRecord
+    from worker.settings import Settings
+
+    catalog = Catalog.load()
+    app = create_celery(Settings(broker_url=broker_url, queue=queue))
+    publisher = RunPublisher(app)
+
+    def deliveries(tag: str) -> list[Accept]:
+        start_ms = int(time.time() * 1000) - 120_000
+        made = []
+        for n in range(count):
+            payload = json.loads(retell_body(f"cpu-{tag}-{n}", start_ms))
+            mapped = parse_payload("retell", payload, {}, tenant="acme")
+            assert isinstance(mapped, Mapped)
+            log = LogEntry(
+                datetime.now(UTC),
+                "bench",
+                "acme",
+                mapped.event_type,
+                mapped.event_id,
+                "valid",
+                202,
+                "accepted",
+            )
+            plans = catalog.plan(mapped.conversation, None, 5)
+            made.append(Accept(log, RunsToRecord(mapped.conversation, plans, "webhook")))
+        return made
+
+    def one_by_one(writer: DeliveryWriter, ledger: Ledger, items: list[Accept]) -> None:
+        for item in items:
+            with ledger.transaction() as connection:
+                [answer] = writer(connection, [item])
+            for run_id in answer.to_send:
+                app.send_task(TASK_NAME, args=[run_id], queue=queue)
+
+    def batched(writer: DeliveryWriter, ledger: Ledger, items: list[Accept]) -> None:
+        for start in range(0, len(items), 32):
+            with ledger.transaction() as connection:
+                answers = writer(connection, items[start : start + 32])
+            publisher([run_id for answer in answers for run_id in answer.to_send])
+
+    with Ledger.from_url(database_url) as ledger, warnings.catch_warnings():
+        # kombu's embedded (SQLAlchemy) queue, which --smoke publishes to in this process,
+        # maps its tables with a loader strategy SQLAlchemy 2.1 deprecates.
+        warnings.filterwarnings("ignore", "The ``noload`` loader strategy", DeprecationWarning)
+        ledger.migrate()
+        writer = DeliveryWriter(ledger)
+        figures: dict[str, list[float]] = {"one": [], "batched": []}
+        for number in range(rounds):
+            for name, way in (("one", one_by_one), ("batched", batched)):
+                items = deliveries(f"{name}-{number}-{uuid.uuid4().hex[:6]}")
+                started = time.thread_time()
+                way(writer, ledger, items)
+                figures[name].append((time.thread_time() - started) / count * 1000)
+    app.close()
+    one = statistics.median(figures["one"])
+    batch = statistics.median(figures["batched"])
+    print(
+        f"  recording + publishing, CPU per delivery: {one:.2f} ms one at a time, "
+        f"{batch:.2f} ms in batches of 32 (ratio {one / batch:.1f}x less)"
+    )
 
 
 def report(name: str, rounds: list[Round]) -> float:
@@ -258,29 +380,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="embedded ledger, a few requests")
     parser.add_argument("--requests", type=int, default=None, help="per round (3000)")
     parser.add_argument("--connections", type=int, default=None, help="keep-alive clients (32)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="server processes, both servers (2; smoke 1)"
+    )
     args = parser.parse_args(argv)
     count = args.requests or (30 if args.smoke else 3000)
     connections = args.connections or (4 if args.smoke else 32)
+    workers = args.workers or (1 if args.smoke else 2)
     print(
         f"intake benchmark{' (smoke)' if args.smoke else ''}: {count} signed Retell deliveries "
-        f"per round, {connections} connections, median of {ROUNDS} rounds"
+        f"per round, {connections} connections, {workers} server process(es), median of "
+        f"{ROUNDS} rounds; load average {_load()}"
     )
     with _backends(args.smoke) as (database_url, broker_url, queue, label):
         intake = report(
             f"webhook intake ({label})",
-            measure("intake", database_url, broker_url, queue, count, connections),
+            measure("intake", database_url, broker_url, queue, count, connections, workers),
         )
         ceiling = report(
             "no-op 202 (ceiling)",
-            measure("noop", database_url, broker_url, queue, count, connections),
+            measure("noop", database_url, broker_url, queue, count, connections, workers),
         )
+        if args.smoke:
+            writer_costs(database_url, broker_url, queue, 4, rounds=1)
+        else:
+            writer_costs(database_url, broker_url, queue, 96)
     ratio = intake / ceiling
     print(
         f"  ratio {ratio:.2f} of the ceiling "
         f"(goal >= {GOAL_RATIO}: {verdict(ratio >= GOAL_RATIO)}); "
-        f"{intake:.0f} req/s (goal >= {GOAL_RPS:.0f}: {verdict(intake >= GOAL_RPS)})"
+        f"{intake:.0f} req/s (goal >= {GOAL_RPS:.0f}: {verdict(intake >= GOAL_RPS)}); "
+        f"load average {_load()}"
     )
     return 0
+
+
+def _load() -> str:
+    """The machine's load averages (1, 5, 15 min): on a shared 2-core machine they say how
+    much of it the figures had."""
+    import os
+
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 @contextmanager

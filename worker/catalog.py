@@ -17,7 +17,7 @@ from analyzers.definitions.loading import DefinitionSet, load_paths
 from analyzers.definitions.triggers import analyzer_applies
 from analyzers.definitions.versions import parse_selector, selector, version_key
 from analyzers.errors import ConfigError
-from analyzers.runtime.snapshot import build_snapshot
+from analyzers.runtime.snapshot import SnapshotCache, build_snapshot
 from schemas.analyzer import AnalyzerSpec
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure
@@ -42,6 +42,10 @@ class Catalog:
     analyzers: dict[str, AnalyzerSpec]
     procedures: tuple[Procedure, ...]
     versions: dict[str, dict[str, AnalyzerSpec]] = field(default_factory=dict)
+    snapshots: SnapshotCache = field(
+        default_factory=SnapshotCache, compare=False, repr=False, hash=False
+    )
+    """Snapshots built for `plan`, shared by the conversations they are the same for."""
 
     def __post_init__(self) -> None:
         if not self.versions:
@@ -155,7 +159,9 @@ class Catalog:
                     skip_reason=None if decision.applies else decision.reason,
                     max_attempts=max_attempts,
                     snapshot=(
-                        build_snapshot(spec, conversation, available) if decision.applies else None
+                        self.snapshots.build(spec, conversation, available)
+                        if decision.applies
+                        else None
                     ),
                     settle_seconds=spec.trigger.settle_seconds,
                 )

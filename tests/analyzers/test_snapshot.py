@@ -15,7 +15,7 @@ import analyzers
 from analyzers.definitions.versions import newest, parse_selector, version_key
 from analyzers.errors import TransientModelError
 from analyzers.runtime.session import RunOptions
-from analyzers.runtime.snapshot import build_snapshot
+from analyzers.runtime.snapshot import SnapshotCache, build_snapshot
 from analyzers.testing import ScriptedModel, reply, text, tool_call
 from schemas import AnalyzerSpec, Conversation, Procedure, Usage
 from tests.analyzers.helpers import builtin_analyzer, conversation
@@ -90,6 +90,28 @@ def test_the_hash_is_stable_and_covers_spec_procedures_and_schemas() -> None:
     hashes = {base.spec_hash(), *(variant.spec_hash() for variant in variants)}
     assert len(hashes) == 5
     assert [p.version for p in variants[1].procedures] == [2]  # the newest in scope is frozen
+
+
+def test_the_snapshot_cache_builds_what_build_snapshot_builds_once_per_applicability() -> None:
+    cache = SnapshotCache()
+    analyzer = spec()
+    other_tenant = POLICY.model_copy(update={"tenant_id": "globex"})
+    cases = [
+        OUTAGE,
+        chat("The internet is down in the whole building."),
+        chat("Can I change my billing address?"),
+        chat("Where is my parcel?"),
+    ]
+    built = [cache.build(analyzer, case, [POLICY, other_tenant]) for case in cases]
+    for case, snapshot in zip(cases, built, strict=True):
+        assert snapshot == build_snapshot(analyzer, case, [POLICY, other_tenant])
+    # The two outages share one snapshot object; the two without an outage share another.
+    assert built[0] is built[1]
+    assert built[2] is built[3]
+    assert built[0] is not built[2]
+    assert built[0].spec_hash() != built[2].spec_hash()
+    # Another spec object (a new version loaded) is never served an old snapshot.
+    assert cache.build(spec(version="2"), OUTAGE, [POLICY]).analyzer_version == "2"
 
 
 def test_the_brief_holds_only_procedures_that_apply_but_every_resolved_one_is_frozen() -> None:

@@ -13,3 +13,5 @@ def test_intake_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert "webhook intake (SQLite, embedded queue)" in out
     assert "{202: 36}" in out  # every signed delivery was accepted, in each of 3 rounds
     assert any("ratio" in line and "goal" in line for line in out.splitlines()), out
+    assert "CPU per delivery" in out
+    assert "load average" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,14 +13,23 @@ from worker.cli.run_batch import ensure_parent, fail_usage
 from worker.settings import Settings
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from worker.http.app import Intake
     from worker.ledger import Ledger
     from worker.sinks.procedure_review import ProcedureReviewer
 
+SWITCH_INTERVAL_SECONDS = 0.001
+"""How often the interpreter lets another thread run (default 5 ms). The event loop maps and
+matches deliveries while the group-commit writer waits on the database; at the default, the
+writer waits up to 5 ms for the interpreter after every statement, and a batch's transaction
+takes several times its own work."""
+
 
 def build_intake(settings: Settings) -> Intake:
     """The app's dependencies from settings: ledger (migrated), catalog, sources, broker."""
-    from worker.engine.celery_app import create_celery, enqueue_with  # noqa: PLC0415
+    from worker.engine.celery_app import create_celery  # noqa: PLC0415
+    from worker.engine.publishing import RunPublisher  # noqa: PLC0415
     from worker.http.app import Intake  # noqa: PLC0415
     from worker.http.sources import parse_sources  # noqa: PLC0415
     from worker.ledger import Ledger  # noqa: PLC0415
@@ -48,7 +58,9 @@ def build_intake(settings: Settings) -> Intake:
     return Intake(
         ledger=ledger,
         catalog=catalog,
-        enqueue=enqueue_with(celery, ledger),
+        # The app records each send in the ledger with the runs it recorded (one transaction
+        # per batch of deliveries), then publishes the batch in one round trip.
+        enqueue=RunPublisher(celery),
         sources=sources,
         max_body_bytes=settings.max_body_bytes,
         max_attempts=settings.max_attempts,
@@ -74,6 +86,17 @@ def procedure_reviewer(settings: Settings, ledger: Ledger) -> ProcedureReviewer 
     return ProcedureReviewer(ledger.procedures, client, settings.procedure_review_channel)
 
 
+def app_from_settings() -> Starlette:
+    """The app from the environment's settings: uvicorn's factory for each process of
+    `posthoc serve --workers N` (the benchmark's too)."""
+    from worker.http.app import create_app  # noqa: PLC0415
+
+    settings = load_settings()
+    start_tracing(settings, "posthoc-serve")
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    return create_app(build_intake(settings))
+
+
 def start_tracing(settings: Settings, service: str) -> None:
     """OpenTelemetry for this process when `POSTHOC_TRACING` asks for it."""
     from worker.observability import tracing  # noqa: PLC0415
@@ -88,14 +111,34 @@ def start_tracing(settings: Settings, service: str) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Server processes sharing the port.")
+    ] = 1,
 ) -> None:
-    """Serve webhooks and the API until interrupted (uvicorn, one process)."""
+    """Serve webhooks and the API until interrupted (uvicorn; one process unless `--workers`)."""
     import uvicorn  # noqa: PLC0415
 
     from worker.http.app import create_app  # noqa: PLC0415
+    from worker.ledger import Ledger  # noqa: PLC0415
 
     settings = load_settings()
-    start_tracing(settings, "posthoc-serve")
+    if workers == 1:
+        start_tracing(settings, "posthoc-serve")
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+        app_ = create_app(build_intake(settings))
+        uvicorn.run(app_, host=host, port=port, log_config=None, access_log=False)
+        return
+    # Migrated once here, so the processes do not race to migrate; theirs is then a no-op.
+    # Each process starts its own tracing and builds its own app (`app_from_settings`).
+    ensure_parent(settings.database_url)
+    with Ledger.from_url(settings.database_url) as ledger:
+        ledger.migrate()
     uvicorn.run(
-        create_app(build_intake(settings)), host=host, port=port, log_config=None, access_log=False
+        "worker.cli.serve:app_from_settings",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
     )

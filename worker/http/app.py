@@ -1,18 +1,21 @@
 """The ASGI app of `posthoc serve`: webhooks, the tenant API, synchronous invocation, health.
 
 Handlers read the body under a size limit, call the pure adapters and checks, and do ledger work
-in a thread (the ledger is synchronous). Every answer to a delivery is sent only after its
-conversation and runs are committed; the broker is told afterwards, and a run whose message is
-lost is re-enqueued by the sweeper, so a 202 never stands for work that could vanish. Bad input
-is a 4xx naming the field; a 5xx means the ledger itself failed.
+in a thread (the ledger is synchronous). Webhook deliveries share transactions: a single writer
+commits every delivery that arrived meanwhile in one (`group_commit.py`, `recording.py`), and
+each answer is sent only after its conversation and runs are committed; the broker is told
+afterwards, and a run whose message is lost is re-enqueued by the sweeper, so a 202 never stands
+for work that could vanish. Bad input is a 4xx naming the field; a 5xx means the ledger itself
+failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,13 +35,16 @@ from worker.catalog import Catalog
 from worker.http import store
 from worker.http.adapters import PLATFORMS, Ignored, MappingError, SignatureError, parse_payload
 from worker.http.adapters.common import located_errors
+from worker.http.group_commit import CommitHooks, GroupCommit
 from worker.http.openapi import openapi_document
+from worker.http.recording import Accept, Answer, Delivery, DeliveryWriter, LogEntry, LogOnly
 from worker.http.slack_review import handle_interaction
 from worker.http.sources import WebhookSource
-from worker.intake import record
 from worker.ledger import Ledger, RunRecord
+from worker.ledger.bulk import RunsToRecord
 from worker.ledger.errors import LedgerError
 from worker.observability import metrics, tracing
+from worker.procedure_source import procedures_for
 from worker.sinks.procedure_review import ProcedureReviewer
 
 log = structlog.get_logger("posthoc.http")
@@ -49,7 +55,12 @@ FINISHED = ("succeeded", "failed", "skipped")
 
 @dataclass
 class Intake:
-    """What the app works with; built once by `posthoc serve` (or a test)."""
+    """What the app works with; built once by `posthoc serve` (or a test).
+
+    `enqueue` sends run ids to the broker; the app records each send in the ledger first (with
+    the runs themselves, or `Ledger.mark_enqueued`), so it must not record them again.
+    `max_batch`/`max_wait_seconds` shape the webhook group commit; `commit_hooks` are for tests.
+    """
 
     ledger: Ledger
     catalog: Catalog
@@ -65,6 +76,9 @@ class Intake:
     """Updates a procedure's review message after a click (None: no review channel set)."""
     metrics_dir: Path | None = None
     """`PROMETHEUS_MULTIPROC_DIR`, when several processes share one `/metrics`."""
+    max_batch: int = 64
+    max_wait_seconds: float = 0.002
+    commit_hooks: CommitHooks | None = None
 
 
 class BodyTooLarge(Exception):
@@ -112,6 +126,27 @@ class _Handlers:
 
     def __init__(self, intake: Intake) -> None:
         self.intake = intake
+        self.writer: GroupCommit[Delivery, Answer] = GroupCommit(
+            intake.ledger,
+            DeliveryWriter(intake.ledger),
+            after_commit=self._send,
+            max_batch=intake.max_batch,
+            max_wait_seconds=intake.max_wait_seconds,
+            hooks=intake.commit_hooks,
+        )
+
+    def _send(self, answers: Sequence[Answer]) -> None:
+        """After a batch commits: its new runs to the broker, in one call (with tracing on, one
+        per request, each in its request's trace, so the worker's run spans continue it)."""
+        if tracing.enabled():
+            for answer in answers:
+                if answer.to_send:
+                    with tracing.span("posthoc.intake.publish", parent=answer.trace):
+                        self.intake.enqueue(answer.to_send)
+            return
+        queued = [run_id for answer in answers for run_id in answer.to_send]
+        if queued:
+            self.intake.enqueue(queued)
 
     async def body_of(self, request: Request) -> bytes:
         try:
@@ -139,17 +174,8 @@ class _Handlers:
                 entry["signature"] = "invalid"
                 raise Problem(401, f"signature: {exc}") from None
             entry["signature"] = "valid"
-            payload = parse_json(body)
-            try:
-                mapped = parse_payload(
-                    source.platform,
-                    payload,
-                    headers,
-                    tenant=source.tenant,
-                    events=frozenset(source.events) if source.events else None,
-                )
-            except MappingError as exc:
-                raise Problem(422, str(exc), field=exc.field) from None
+            # In a thread: matching reads the tenant's procedures from the procedure store.
+            mapped, plans = await run_in_threadpool(self._map, body, headers, source)
             entry["event_type"] = mapped.event_type
             entry["event_id"] = mapped.event_id
             if isinstance(mapped, Ignored):
@@ -158,18 +184,16 @@ class _Handlers:
                     entry, 200, "ignored", f"event type {mapped.event_type[:100]!r}", []
                 )
                 return answer
-            earlier = await run_in_threadpool(
-                store.accepted_runs, self.intake.ledger, name, mapped.event_id
-            )
-            if earlier is not None:
-                await self._log(entry, 200, "duplicate", None, earlier)
-                return JSONResponse({"run_ids": earlier})
-            runs = await self._record([mapped.conversation], "webhook", None)
-            ids = [run.id for run in runs]
-            duplicate = bool(runs) and not any(run.created for run in runs)
-            status = 200 if duplicate else 202
-            await self._log(entry, status, "duplicate" if duplicate else "accepted", None, ids)
-            return JSONResponse({"run_ids": ids}, status_code=status)
+            with tracing.span("posthoc.intake", trigger="webhook") as span:
+                accept = Accept(
+                    self._log_entry(entry, 202, "accepted", None, []),
+                    RunsToRecord(mapped.conversation, plans, "webhook"),
+                    trace=tracing.headers(),
+                )
+                recorded = await self.writer.submit(accept)
+                tracing.set_attributes(span, runs=len(recorded.run_ids))
+            self._log_line(entry, recorded.status, recorded.outcome, len(recorded.run_ids))
+            return JSONResponse({"run_ids": recorded.run_ids}, status_code=recorded.status)
         except Problem as problem:
             outcome = {401: "unauthorized", 400: "bad_json", 413: "too_large"}.get(
                 problem.status, "unmappable"
@@ -177,16 +201,37 @@ class _Handlers:
             await self._log(entry, problem.status, outcome, problem.message, [])
             return problem.response()
 
-    async def _log(
-        self,
-        entry: dict[str, Any],
-        status: int,
-        outcome: str,
-        detail: str | None,
-        run_ids: list[str],
-    ) -> None:
-        record_ = store.DeliveryRecord(
-            id=0,
+    def _map(
+        self, body: bytes, headers: dict[str, str], source: WebhookSource
+    ) -> tuple[Any, list[Any]]:
+        """Parse and map a verified body; the run plans when it maps to a conversation."""
+        payload = parse_json(body)
+        try:
+            mapped = parse_payload(
+                source.platform,
+                payload,
+                headers,
+                tenant=source.tenant,
+                events=frozenset(source.events) if source.events else None,
+            )
+        except MappingError as exc:
+            raise Problem(422, str(exc), field=exc.field) from None
+        if isinstance(mapped, Ignored):
+            return mapped, []
+        return mapped, self._plan(mapped.conversation, None)
+
+    def _plan(self, conversation: Conversation, analyzers: Sequence[str] | None) -> list[Any]:
+        """The run plans, with snapshots resolving the procedure store's procedures (and the
+        files'), as `worker.intake.record` plans them."""
+        catalog = self.intake.catalog
+        available = procedures_for(self.intake.ledger.procedures, catalog, conversation)
+        return catalog.plan(conversation, analyzers, self.intake.max_attempts, available)
+
+    @staticmethod
+    def _log_entry(
+        entry: dict[str, Any], status: int, outcome: str, detail: str | None, run_ids: list[str]
+    ) -> LogEntry:
+        return LogEntry(
             received_at=datetime.now(UTC),
             source=entry["source"],
             tenant_id=entry.get("tenant_id"),
@@ -198,10 +243,25 @@ class _Handlers:
             detail=detail,
             run_ids=run_ids,
         )
+
+    async def _log(
+        self,
+        entry: dict[str, Any],
+        status: int,
+        outcome: str,
+        detail: str | None,
+        run_ids: list[str],
+    ) -> None:
         try:
-            await run_in_threadpool(store.log_delivery, self.intake.ledger, record_)
+            await self.writer.submit(
+                LogOnly(self._log_entry(entry, status, outcome, detail, run_ids))
+            )
         except Exception:  # the answer stands; the log line says the log failed
             log.exception("delivery_log_failed", source=entry["source"], status=status)
+        self._log_line(entry, status, outcome, len(run_ids))
+
+    @staticmethod
+    def _log_line(entry: dict[str, Any], status: int, outcome: str, runs: int) -> None:
         metrics.WEBHOOK_REQUESTS.labels(entry["source"], outcome).inc()
         log.info(
             "webhook_delivery",
@@ -210,36 +270,40 @@ class _Handlers:
             signature=entry["signature"],
             status=status,
             outcome=outcome,
-            runs=len(run_ids),
+            runs=runs,
         )
 
     async def _record(
         self, conversations: Sequence[Conversation], trigger: Any, analyzers: Sequence[str] | None
     ) -> list[RunRecord]:
         def work() -> list[RunRecord]:
-            recorded = record(
-                self.intake.ledger,
-                self.intake.catalog,
-                conversations,
-                analyzers=analyzers,
-                trigger=trigger,
-                max_attempts=self.intake.max_attempts,
-                idempotent=trigger != "invoke",
-            )
-            return [run for _, run in recorded]
+            entries = [
+                RunsToRecord(
+                    conversation,
+                    self._plan(conversation, analyzers),
+                    trigger,
+                    idempotent=trigger != "invoke",
+                )
+                for conversation in conversations
+            ]
+            recorded = self.intake.ledger.record_many(entries, mark_sent=True)
+            self._send_now([run_id for done in recorded for run_id in done.to_send])
+            return [run for done in recorded for run in done.runs]
 
         # The runs' messages carry this span's trace context (with tracing on), so the worker's
-        # run spans continue the request's trace.
+        # run spans continue the request's trace (the thread runs in this context).
         with tracing.span("posthoc.intake", trigger=str(trigger)) as span:
             runs = await run_in_threadpool(work)
             queued = [run.id for run in runs if run.status == "queued" and run.created]
             tracing.set_attributes(span, runs=len(runs), queued=len(queued))
-            if queued:
-                try:
-                    await run_in_threadpool(self.intake.enqueue, queued)
-                except Exception:  # durable in the ledger; the sweeper re-enqueues
-                    log.warning("enqueue_failed_sweeper_will_retry", runs=len(queued))
         return runs
+
+    def _send_now(self, queued: list[str]) -> None:
+        if queued:
+            try:
+                self.intake.enqueue(queued)
+            except Exception:  # durable in the ledger; the sweeper re-enqueues
+                log.warning("enqueue_failed_sweeper_will_retry", runs=len(queued))
 
     async def tenant_of(self, request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -332,6 +396,7 @@ class _Handlers:
                 ids = await run_in_threadpool(self.intake.ledger.requeue_failed, [run.id])
             except LedgerError as exc:
                 raise Problem(409, f"run_id: cannot be retried ({exc})") from None
+            await run_in_threadpool(self.intake.ledger.mark_enqueued, ids)
             await run_in_threadpool(self.intake.enqueue, ids)
             return JSONResponse({"run_ids": ids}, status_code=202)
         except Problem as problem:
@@ -420,7 +485,15 @@ class _Handlers:
 def create_app(intake: Intake) -> Starlette:
     """The app over `intake`."""
     handlers = _Handlers(intake)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        # Deliveries still queued are written before the process goes.
+        await run_in_threadpool(handlers.writer.close)
+
     return Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/v1/webhooks/{source}", handlers.webhook, methods=["POST"]),
             Route("/v1/conversations", handlers.post_conversations, methods=["POST"]),
@@ -437,7 +510,7 @@ def create_app(intake: Intake) -> Starlette:
             Route("/readyz", handlers.readyz, methods=["GET"]),
             Route("/metrics", handlers.metrics, methods=["GET"]),
             Route("/openapi.json", handlers.openapi, methods=["GET"]),
-        ]
+        ],
     )
 
 

@@ -108,31 +108,6 @@ def revoke_api_key(ledger: Ledger, key_id: str, now: datetime) -> bool:
     return bool(result.rowcount)
 
 
-def log_delivery(ledger: Ledger, record: DeliveryRecord) -> None:
-    values = {k: v for k, v in record.__dict__.items() if k != "id"}
-    values["detail"] = None if record.detail is None else record.detail[:2000]
-    values["event_id"] = None if record.event_id is None else record.event_id[:500]
-    values["event_type"] = None if record.event_type is None else record.event_type[:200]
-    with _write(ledger) as connection:
-        connection.execute(sa.insert(webhook_deliveries).values(values))
-
-
-def accepted_runs(ledger: Ledger, source: str, event_id: str) -> list[str] | None:
-    """The runs of an earlier accepted delivery of the same event, or None if there was none."""
-    with ledger.engine.connect() as connection:
-        row = connection.execute(
-            sa.select(webhook_deliveries.c.run_ids)
-            .where(
-                webhook_deliveries.c.source == source,
-                webhook_deliveries.c.event_id == event_id,
-                webhook_deliveries.c.outcome == "accepted",
-            )
-            .order_by(webhook_deliveries.c.id)
-            .limit(1)
-        ).first()
-    return None if row is None else list(row.run_ids or [])
-
-
 def list_deliveries(
     ledger: Ledger,
     *,

@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from schemas import AnalysisResult, AnalyzerSnapshot, Conversation
 from schemas.usage import Usage
-from worker.ledger import conversations, leases, migrate, runs, snapshots, sweeping
+from worker.ledger import bulk, conversations, leases, migrate, runs, snapshots, sweeping
 from worker.ledger._sql import load_run
 from worker.ledger.clock import Clock, utc_now
 from worker.ledger.engine import WRITE_OPTION, create_ledger_engine
@@ -172,6 +172,25 @@ class Ledger:
                 rerun_of=rerun_of,
                 conversation_version_id=conversation_version_id,
             )
+
+    def record_many(
+        self, entries: Sequence[bulk.RunsToRecord], *, mark_sent: bool = False
+    ) -> list[bulk.Recorded]:
+        """Store each conversation and record its runs, all in one transaction with multi-row
+        statements (see `worker/ledger/bulk.py`); `mark_sent`: the caller sends the created
+        queued runs right after, so they are recorded as sent."""
+        with self.transaction() as connection:
+            return bulk.record_many(connection, self._now(), entries, mark_sent=mark_sent)
+
+    def now(self) -> datetime:
+        """The ledger's clock (timezone-aware UTC), for callers that write in `transaction`."""
+        return self._now()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction (SQLite: `BEGIN IMMEDIATE`), committed when the block ends."""
+        with self._write() as connection:
+            yield connection
 
     # Leases: what a worker does with a run id from the queue
 

@@ -271,6 +271,8 @@ disabled_destinations = sa.Table(
     sa.Column("disabled_at", UtcDateTime(), nullable=False),
 )
 
+ACCEPTED_EVENT_INDEX = "uq_webhook_deliveries_accepted_event"
+
 # HTTP intake: tenant API keys (only a hash of the key is stored) and the log of webhook
 # deliveries (what arrived, the signature verdict, the answer and the runs; never the body).
 api_keys = sa.Table(
@@ -300,6 +302,16 @@ webhook_deliveries = sa.Table(
     sa.Column("run_ids", _json()),
     sa.Index("ix_webhook_deliveries_source_event_id", "source", "event_id"),
     sa.Index("ix_webhook_deliveries_received_at", "received_at"),
+    # One accepted delivery per event identity: a redelivery racing the first (another batch,
+    # another process) finds the claim taken and answers as a duplicate.
+    sa.Index(
+        ACCEPTED_EVENT_INDEX,
+        "source",
+        "event_id",
+        unique=True,
+        postgresql_where=sa.text("outcome = 'accepted'"),
+        sqlite_where=sa.text("outcome = 'accepted'"),
+    ),
 )
 
 # Rerun jobs (revision 0009_rerun): one row per `posthoc rerun`, and one item per selected

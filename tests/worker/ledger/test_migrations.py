@@ -45,7 +45,7 @@ def test_migrate_creates_the_schema_and_a_second_run_is_a_no_op(
     with Ledger.from_url(empty_database_url, now=clock) as ledger:
         assert ledger.schema_revision() is None
         ledger.migrate()
-        assert ledger.schema_revision() == head_revision() == "0010_sched"
+        assert ledger.schema_revision() == head_revision() == "0011_intake"
         head = head_revision()
         assert _tables(ledger) >= EXPECTED_TABLES
         with ledger.engine.connect() as connection:
