@@ -41,7 +41,7 @@ OVERLAYS = {
     "default": DEPLOY / "kubernetes" / "base",
     "production": DEPLOY / "kubernetes" / "overlays" / "production",
 }
-PENDING_COMMANDS = {"beat"}
+PENDING_COMMANDS: set[str] = set()
 """Commands the manifests run that another branch adds (`posthoc beat`, issue sched); remove
 from here once merged: `test_pending_commands_are_still_pending` says when."""
 NOT_SETTINGS = {"PGPASSWORD"}

@@ -122,7 +122,7 @@ def test_a_batch_is_one_transaction_and_each_delivery_gets_its_runs(
     stored = {row.id: row for row in rows(ledger, analysis_runs)}
     for answer, item in zip(answers, items, strict=True):
         assert isinstance(answer, Answer)
-        assert len(answer.run_ids) == len(item.runs.plans) == len(catalog.analyzers)
+        assert len(answer.run_ids) == len(item.runs.plans) == len(catalog.select(None))
         assert {stored[run_id].conversation_pk for run_id in answer.run_ids} == {
             next(
                 r.id
@@ -222,7 +222,7 @@ def test_a_failing_delivery_fails_alone_and_the_rest_of_its_batch_is_recorded(
     answers = submit_together(writer, items)
     assert isinstance(answers[1], sa.exc.IntegrityError)
     good = [answers[0], answers[2]]
-    planned = len(catalog.analyzers)
+    planned = len(catalog.select(None))
     assert all(
         isinstance(a, Answer) and a.status == 202 and len(a.run_ids) == planned for a in good
     )
