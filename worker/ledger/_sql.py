@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -13,6 +14,15 @@ from worker.ledger.records import RunRecord, RunState, Trigger
 from worker.ledger.tables import analysis_runs
 
 runs = analysis_runs
+
+
+class Unknown(Enum):
+    """A value the caller has not read (so the callee must), distinct from a read None."""
+
+    TOKEN = "unknown"
+
+
+UNKNOWN = Unknown.TOKEN
 
 RUN_COLUMNS = [column for column in runs.c if column.name != "result"]
 """Every run column but the (possibly large) result."""

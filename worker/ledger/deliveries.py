@@ -28,13 +28,13 @@ from analyzers.definitions.expressions import ExpressionError
 from schemas import AnalysisResult
 from schemas.analyzer import JsonlSink, SinkRoute, SlackSink, WebhookSink
 from schemas.result import RunError
-from worker.ledger._sql import load_run, upsert_insert
+from worker.ledger._sql import UNKNOWN, Unknown, load_run, upsert_insert
 from worker.ledger.clock import Clock, utc_now
 from worker.ledger.conversations import conversation_identity
 from worker.ledger.engine import WRITE_OPTION
 from worker.ledger.errors import LedgerError
 from worker.ledger.runs import results
-from worker.ledger.snapshots import get_snapshot
+from worker.ledger.snapshots import cached_snapshot
 from worker.ledger.tables import analysis_runs, deliveries, disabled_destinations
 from worker.sinks.routing import routing_matches
 
@@ -56,7 +56,7 @@ def use_routes(source: RouteSource | None) -> None:
 
 
 def routes_for_run(
-    connection: Connection, result: AnalysisResult
+    connection: Connection, result: AnalysisResult, *, spec_hash: str | None | Unknown = UNKNOWN
 ) -> tuple[Sequence[SinkRoute], Sequence[str]]:
     """The sinks and declared output names of the analyzer version the run executed.
 
@@ -64,11 +64,12 @@ def routes_for_run(
     with the run, so routing never follows today's YAML); for a run recorded without a
     snapshot, the route source registered with `use_routes` (the engine's catalog).
     """
-    spec_hash = connection.execute(
-        sa.select(analysis_runs.c.spec_hash).where(analysis_runs.c.id == result.run_id)
-    ).scalar_one_or_none()
+    if isinstance(spec_hash, Unknown):  # the caller did not read the run's row already
+        spec_hash = connection.execute(
+            sa.select(analysis_runs.c.spec_hash).where(analysis_runs.c.id == result.run_id)
+        ).scalar_one_or_none()
     if spec_hash is not None:
-        spec = get_snapshot(connection, spec_hash).spec
+        spec = cached_snapshot(connection, spec_hash).spec
         return spec.sinks, [output.name for output in spec.outputs]
     with _routes_lock:
         source = _route_source
@@ -126,13 +127,15 @@ def record_outbox(
     result: AnalysisResult,
     *,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    spec_hash: str | None | Unknown = UNKNOWN,
 ) -> list[str]:
     """Write the run's deliveries (one per matching route); return the ids of new pending ones.
 
+    `spec_hash`: the run's, when the caller has its row already (saves reading it again).
     A route whose `when` fails to evaluate, or whose destination is disabled, is written
     `dead` with the reason, so it shows in `posthoc deliveries list` instead of vanishing.
     """
-    sinks, declared = routes_for_run(connection, result)
+    sinks, declared = routes_for_run(connection, result, spec_hash=spec_hash)
     pending = []
     for sink in sinks:
         status: DeliveryState = "pending"

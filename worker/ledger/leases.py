@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
-from schemas import AnalysisResult
+from schemas import AnalysisResult, Conversation
 from schemas.usage import Usage
 from worker.ledger._sql import holds_lease, load_run, runs
 from worker.ledger.deliveries import record_failure_outbox, record_outbox
@@ -28,7 +28,8 @@ from worker.ledger.records import (
     Trigger,
 )
 from worker.ledger.runs import record_runs
-from worker.ledger.tables import run_attempts
+from worker.ledger.tables import conversation_versions as versions
+from worker.ledger.tables import conversations, run_attempts
 
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 
@@ -49,9 +50,67 @@ def claim(
     A run whose lease ran out on its last attempt is failed `attempts_exhausted` here rather
     than left running forever.
     """
+    claimed = take(connection, now, run_id, worker_id, lease_seconds)
+    if claimed is None and not fail_exhausted(connection, now, [run_id]):
+        load_run(connection, run_id)  # RunNotFound for an id we never issued
+    return claimed
+
+
+def take(
+    connection: Connection, now: datetime, run_id: str, worker_id: str, lease_seconds: float
+) -> ClaimedRun | None:
+    """The claim proper, with the conversation to analyse: the lease, the new attempt row, the
+    previous attempt closed if it never reported back. None if the run is not claimable (and
+    nothing changed: `claim` says why).
+
+    On PostgreSQL it is one statement (data-modifying CTEs), atomic even outside a transaction,
+    so the worker claims in one round trip; on SQLite, where round trips cost nothing, a few.
+    """
     if lease_seconds <= 0:
         raise ValueError(f"lease_seconds must be positive, got {lease_seconds!r}")
-    claimed = connection.execute(
+    update = _claim_update(now, run_id, worker_id, lease_seconds)
+    if connection.dialect.name == "postgresql":
+        row = connection.execute(_claim_at_once(update, now, worker_id)).one_or_none()
+        if row is None:
+            return None
+        payload = row.version_payload if row.version_payload is not None else row.payload
+        return _claimed(row, run_id, worker_id, payload)
+    claimed = connection.execute(update).one_or_none()
+    if claimed is None:
+        return None
+    if claimed.attempts > 1:  # a previous attempt still open here lost its lease silently
+        _close_attempts(
+            connection,
+            now,
+            run_id,
+            below=claimed.attempts,
+            outcome="expired",
+            error_type="lease_expired",
+            message=f"{_EXPIRED_PREFIX}{claimed.attempts} went to {worker_id}",
+        )
+    connection.execute(
+        sa.insert(run_attempts).values(
+            run_id=run_id, attempt=claimed.attempts, worker_id=worker_id, started_at=now
+        )
+    )
+    if claimed.conversation_version_id is not None:
+        payload = connection.execute(
+            sa.select(versions.c.payload).where(versions.c.id == claimed.conversation_version_id)
+        ).scalar_one_or_none()
+    else:
+        payload = connection.execute(
+            sa.select(conversations.c.payload).where(conversations.c.id == claimed.conversation_pk)
+        ).scalar_one_or_none()
+    return _claimed(claimed, run_id, worker_id, payload)
+
+
+_EXPIRED_PREFIX = "lease expired without a result; attempt "
+
+
+def _claim_update(
+    now: datetime, run_id: str, worker_id: str, lease_seconds: float
+) -> sa.Update:
+    return (
         sa.update(runs)
         .where(runs.c.id == run_id, runs.c.attempts < runs.c.max_attempts, _claimable(now))
         .values(
@@ -63,6 +122,7 @@ def claim(
             swept_at=None,
         )
         .returning(
+            runs.c.id,
             runs.c.conversation_pk,
             runs.c.analyzer,
             runs.c.analyzer_version,
@@ -74,39 +134,80 @@ def claim(
             runs.c.conversation_version_id,
             runs.c.spec_hash,
         )
-    ).one_or_none()
-    if claimed is None:
-        if not fail_exhausted(connection, now, [run_id]):
-            load_run(connection, run_id)  # RunNotFound for an id we never issued
-        return None
-    # A previous attempt still open here lost its lease without reporting back.
-    _close_attempts(
-        connection,
-        now,
-        run_id,
-        below=claimed.attempts,
-        outcome="expired",
-        error_type="lease_expired",
-        message=f"lease expired without a result; attempt {claimed.attempts} went to {worker_id}",
     )
-    connection.execute(
-        sa.insert(run_attempts).values(
-            run_id=run_id, attempt=claimed.attempts, worker_id=worker_id, started_at=now
+
+
+def _claim_at_once(update: sa.Update, now: datetime, worker_id: str) -> sa.Select[Any]:
+    """`update` with the attempt rows and the conversation read, as one PostgreSQL statement.
+
+    The sub-statements see one snapshot: closing the earlier attempts (`attempt < new`) and
+    inserting the new one touch different rows, and the conversation rows are not written.
+    """
+    claimed = update.cte("claimed")
+    closed = (
+        sa.update(run_attempts)
+        .where(
+            run_attempts.c.run_id == claimed.c.id,
+            run_attempts.c.outcome.is_(None),
+            run_attempts.c.attempt < claimed.c.attempts,
         )
+        .values(
+            outcome="expired",
+            finished_at=now,
+            error_type="lease_expired",
+            error_message=sa.func.concat(
+                _EXPIRED_PREFIX, claimed.c.attempts, f" went to {worker_id}"
+            ),
+        )
+        .cte("closed")
     )
+    opened = (
+        sa.insert(run_attempts)
+        .from_select(
+            ["run_id", "attempt", "worker_id", "started_at"],
+            sa.select(
+                claimed.c.id,
+                claimed.c.attempts,
+                sa.literal(worker_id, run_attempts.c.worker_id.type),
+                sa.literal(now, run_attempts.c.started_at.type),
+            ),
+        )
+        .cte("opened")
+    )
+    # The current content is read only for runs recorded before conversation versions.
+    current = sa.and_(
+        conversations.c.id == claimed.c.conversation_pk,
+        claimed.c.conversation_version_id.is_(None),
+    )
+    return (
+        sa.select(
+            claimed,
+            versions.c.payload.label("version_payload"),
+            conversations.c.payload.label("payload"),
+        )
+        .select_from(
+            claimed.outerjoin(versions, versions.c.id == claimed.c.conversation_version_id)
+            .outerjoin(conversations, current)
+        )
+        .add_cte(closed, opened)
+    )
+
+
+def _claimed(row: Any, run_id: str, worker_id: str, payload: Any) -> ClaimedRun:
     return ClaimedRun(
         run_id=run_id,
-        conversation_pk=claimed.conversation_pk,
-        analyzer=claimed.analyzer,
-        analyzer_version=claimed.analyzer_version,
-        trigger=cast(Trigger, claimed.trigger),
-        attempt=claimed.attempts,
-        max_attempts=claimed.max_attempts,
+        conversation_pk=row.conversation_pk,
+        analyzer=row.analyzer,
+        analyzer_version=row.analyzer_version,
+        trigger=cast(Trigger, row.trigger),
+        attempt=row.attempts,
+        max_attempts=row.max_attempts,
         worker_id=worker_id,
-        lease_expires_at=claimed.lease_expires_at,
-        rerun_of=claimed.rerun_of,
-        conversation_version_id=claimed.conversation_version_id,
-        spec_hash=claimed.spec_hash,
+        lease_expires_at=row.lease_expires_at,
+        rerun_of=row.rerun_of,
+        conversation_version_id=row.conversation_version_id,
+        spec_hash=row.spec_hash,
+        conversation=None if payload is None else Conversation.model_validate(payload),
     )
 
 
@@ -174,6 +275,46 @@ def heartbeat(
     return True
 
 
+HEARTBEAT_CHUNK = 1000
+"""Leases renewed per statement (3 bound values each; far below either database's limit)."""
+
+
+def renew_leases(
+    connection: Connection,
+    now: datetime,
+    held: Sequence[tuple[str, str, int]],
+    lease_seconds: float,
+) -> set[str]:
+    """Extend every lease in `held` ((run id, worker id, attempt)) that is still held, in one
+    statement per `HEARTBEAT_CHUNK`; return the run ids renewed. The others are lost: see
+    `note_leases_lost`."""
+    if lease_seconds <= 0:
+        raise ValueError(f"lease_seconds must be positive, got {lease_seconds!r}")
+    renewed: set[str] = set()
+    for start in range(0, len(held), HEARTBEAT_CHUNK):
+        chunk = [tuple(lease) for lease in held[start : start + HEARTBEAT_CHUNK]]
+        renewed.update(
+            connection.execute(
+                sa.update(runs)
+                .where(
+                    runs.c.status == "running",
+                    sa.tuple_(runs.c.id, runs.c.lease_owner, runs.c.attempts).in_(chunk),
+                )
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+                .returning(runs.c.id)
+            ).scalars()
+        )
+    return renewed
+
+
+def note_leases_lost(
+    connection: Connection, now: datetime, lost: Sequence[tuple[str, str, int]]
+) -> None:
+    """Record on each attempt row that its worker's heartbeat found the lease gone."""
+    for run_id, worker_id, attempt in lost:
+        _note_lease_lost(connection, now, run_id, worker_id, attempt, "heartbeat")
+
+
 def complete(
     connection: Connection,
     now: datetime,
@@ -215,22 +356,24 @@ def complete(
         action="complete",
         spent=(result.usage, result.cost.total_usd),
     )
-    if finished:  # the outbox commits with the result, or neither does
-        record_outbox(connection, now, result)
-        if children:
-            run = load_run(connection, run_id)
-            record_runs(
-                connection,
-                now,
-                run.conversation_pk,
-                children,
-                trigger="chain",
-                idempotency_prefix=f"chain:{run_id}",
-                rerun_of=None,
-                conversation_version_id=run.conversation_version_id,
-                parent_run_id=run_id,
-            )
-    return finished
+    if finished is None:
+        return False
+    # The outbox and any chained runs commit with the result, or none of them does.
+    record_outbox(connection, now, result, spec_hash=finished.spec_hash)
+    if children:
+        run = load_run(connection, run_id)
+        record_runs(
+            connection,
+            now,
+            run.conversation_pk,
+            children,
+            trigger="chain",
+            idempotency_prefix=f"chain:{run_id}",
+            rerun_of=None,
+            conversation_version_id=run.conversation_version_id,
+            parent_run_id=run_id,
+        )
+    return True
 
 
 def retry_later(
@@ -284,7 +427,7 @@ def retry_later(
         action="retry_later",
         spent=spent,
     )
-    if not done:
+    if done is None:
         return "lease_lost"
     if exhausted:
         record_failure_outbox(connection, now, run_id)
@@ -358,9 +501,10 @@ def fail(
         action="fail",
         spent=spent,
     )
-    if finished:  # a failure is routable too (`when: status == "failed"`)
-        record_failure_outbox(connection, now, run_id)
-    return finished
+    if finished is None:
+        return False
+    record_failure_outbox(connection, now, run_id)  # a failure is routable too
+    return True
 
 
 def _finish(
@@ -376,36 +520,51 @@ def _finish(
     message: str | None,
     action: str,
     spent: tuple[Usage, float] | None = None,
-) -> bool:
+) -> Row[Any] | None:
     """Apply `values` and release the lease if it is held; close this claim's attempt row.
+    Returns the run's (attempts, spec_hash) as written, or None (lease lost, nothing written).
 
     With `spent` (tokens, USD) the attempt row records it and the run's figures become the sums
-    over its attempts.
+    over its attempts: computed in the same UPDATE, as the other attempts' sums plus this one
+    (two statements in all, where the run's row is read once).
     """
     values = {**values, "lease_owner": None, "lease_expires_at": None}
     if values["status"] != "queued":
         values["finished_at"] = now
-    finished_attempt = connection.execute(
+    if spent is not None:
+        values |= _summed_spend(*spent)
+    finished = connection.execute(
         sa.update(runs)
         .where(runs.c.id == run_id, holds_lease(worker_id, attempt))
         .values(values)
-        .returning(runs.c.attempts)
-    ).scalar_one_or_none()
-    if finished_attempt is None:
+        .returning(runs.c.attempts, runs.c.spec_hash)
+    ).one_or_none()
+    if finished is None:
         _note_lease_lost(connection, now, run_id, worker_id, attempt, action)
-        return False
-    _close_attempts(
-        connection,
-        now,
-        run_id,
-        attempt=finished_attempt,
-        outcome=outcome,
-        error_type=error_type,
-        message=message,
-    )
+        return None
+    closing = {
+        "outcome": outcome,
+        "finished_at": now,
+        "error_type": error_type,
+        "error_message": message,
+    }
+    row = run_attempts.c
+    update: dict[str, Any] = {
+        name: sa.case(
+            (row.outcome.is_(None), sa.literal(value, row[name].type)), else_=row[name]
+        )
+        for name, value in closing.items()
+    }
     if spent is not None:
-        _record_spend(connection, run_id, finished_attempt, *spent)
-    return True
+        usage, cost_usd = spent
+        update |= {name: getattr(usage, name) for name in _USAGE_COLUMNS}
+        update["cost_usd"] = cost_usd
+    connection.execute(
+        sa.update(run_attempts)
+        .where(row.run_id == run_id, row.attempt == finished.attempts)
+        .values(update)
+    )
+    return finished
 
 
 _USAGE_COLUMNS = (
@@ -416,28 +575,21 @@ _USAGE_COLUMNS = (
 )
 
 
-def _record_spend(
-    connection: Connection, run_id: str, attempt: int, usage: Usage, cost_usd: float
-) -> None:
-    """Store what one attempt spent, then set the run's figures to the sums over its attempts."""
-    connection.execute(
-        sa.update(run_attempts)
-        .where(run_attempts.c.run_id == run_id, run_attempts.c.attempt == attempt)
-        .values({name: getattr(usage, name) for name in _USAGE_COLUMNS} | {"cost_usd": cost_usd})
+def _summed_spend(usage: Usage, cost_usd: float) -> dict[str, Any]:
+    """The run's spend columns as the sums over its other attempts plus this one's figures
+    (`runs.attempts` is the attempt being finished: `holds_lease` pins it)."""
+    others = sa.and_(
+        run_attempts.c.run_id == runs.c.id, run_attempts.c.attempt != runs.c.attempts
     )
-    of_this_run = run_attempts.c.run_id == runs.c.id
-    connection.execute(
-        sa.update(runs)
-        .where(runs.c.id == run_id)
-        .values(
-            {
-                name: sa.select(sa.func.sum(run_attempts.c[name]))
-                .where(of_this_run)
-                .scalar_subquery()
-                for name in (*_USAGE_COLUMNS, "cost_usd")
-            }
+    figures: dict[str, float | int] = {name: getattr(usage, name) for name in _USAGE_COLUMNS}
+    figures["cost_usd"] = cost_usd
+    return {
+        name: sa.func.coalesce(
+            sa.select(sa.func.sum(run_attempts.c[name])).where(others).scalar_subquery(), 0
         )
-    )
+        + sa.literal(value, runs.c[name].type)
+        for name, value in figures.items()
+    }
 
 
 def _close_attempts(

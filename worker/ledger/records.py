@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, get_args
 
+from schemas import Conversation
 from schemas.snapshot import AnalyzerSnapshot
 
 RunState = Literal["queued", "running", "succeeded", "failed", "skipped"]
@@ -160,6 +161,9 @@ class ClaimedRun:
     """The conversation version to analyse (None: recorded before versions; use the current)."""
     spec_hash: str | None = None
     """The snapshot to execute (None: recorded before snapshots; use the loaded analyzer)."""
+    conversation: Conversation | None = field(default=None, repr=False, compare=False)
+    """The content to analyse, read by the claim itself (None: read it with
+    `Ledger.run_conversation`). Never in a repr: it is transcript text."""
 
 
 @dataclass(frozen=True, slots=True)

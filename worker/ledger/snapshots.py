@@ -1,11 +1,15 @@
 """Analyzer snapshots in the ledger: stored once per content hash, read back by the worker.
 
 A snapshot's key is its own `spec_hash`, recomputed here from the content rather than trusted,
-so a row can never hold content that does not match its key.
+so a row can never hold content that does not match its key. That makes a snapshot row
+immutable, so a worker process keeps the ones it parsed (`cached_snapshot`): parsing one is
+milliseconds of CPU, and every run of an analyzer executes the same few.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -15,6 +19,10 @@ from schemas.snapshot import AnalyzerSnapshot
 from worker.ledger._sql import upsert_insert
 from worker.ledger.errors import SnapshotNotFound
 from worker.ledger.tables import analyzer_snapshots
+
+CACHED_SNAPSHOTS = 256
+_cache: OrderedDict[str, AnalyzerSnapshot] = OrderedDict()
+_cache_lock = threading.Lock()
 
 
 def save_snapshot(connection: Connection, now: datetime, snapshot: AnalyzerSnapshot) -> str:
@@ -42,3 +50,22 @@ def get_snapshot(connection: Connection, spec_hash: str) -> AnalyzerSnapshot:
     if stored is None:
         raise SnapshotNotFound(spec_hash)
     return AnalyzerSnapshot.model_validate(stored)
+
+
+def cached_snapshot(connection: Connection, spec_hash: str) -> AnalyzerSnapshot:
+    """`get_snapshot`, from this process's cache of the most recently used ones when it can.
+
+    Safe because a row's content is its key (see the module docstring); a missing snapshot is
+    never cached, so one stored later is found.
+    """
+    with _cache_lock:
+        found = _cache.get(spec_hash)
+        if found is not None:
+            _cache.move_to_end(spec_hash)
+            return found
+    snapshot = get_snapshot(connection, spec_hash)
+    with _cache_lock:
+        _cache[spec_hash] = snapshot
+        while len(_cache) > CACHED_SNAPSHOTS:
+            _cache.popitem(last=False)
+    return snapshot

@@ -19,7 +19,7 @@ from schemas.usage import Usage
 from worker.ledger import bulk, conversations, leases, migrate, runs, snapshots, sweeping
 from worker.ledger._sql import load_run
 from worker.ledger.clock import Clock, utc_now
-from worker.ledger.engine import WRITE_OPTION, create_ledger_engine
+from worker.ledger.engine import DEFAULT_POOL_SIZE, WRITE_OPTION, create_ledger_engine
 from worker.ledger.errors import LedgerError
 from worker.ledger.procedures import LedgerProcedureStore
 from worker.ledger.records import (
@@ -49,9 +49,14 @@ class Ledger:
         self._clock = now
 
     @classmethod
-    def from_url(cls, url: str | URL, *, now: Clock = utc_now) -> Ledger:
-        """A ledger on `sqlite:///file` or `postgresql+psycopg://...` (tables via `migrate`)."""
-        return cls(create_ledger_engine(url), now=now)
+    def from_url(
+        cls, url: str | URL, *, now: Clock = utc_now, pool_size: int = DEFAULT_POOL_SIZE
+    ) -> Ledger:
+        """A ledger on `sqlite:///file` or `postgresql+psycopg://...` (tables via `migrate`).
+
+        `pool_size`: how many threads call the ledger at once (PostgreSQL's connection pool).
+        """
+        return cls(create_ledger_engine(url, pool_size=pool_size), now=now)
 
     @property
     def engine(self) -> Engine:
@@ -142,6 +147,12 @@ class Ledger:
         with self._read() as connection:
             return snapshots.get_snapshot(connection, spec_hash)
 
+    def cached_snapshot(self, spec_hash: str) -> AnalyzerSnapshot:
+        """`get_snapshot`, from this process's cache when it holds it (snapshots never change:
+        their key is their content's hash)."""
+        with self._read() as connection:
+            return snapshots.cached_snapshot(connection, spec_hash)
+
     # Recording runs
 
     def record_runs(
@@ -199,8 +210,16 @@ class Ledger:
 
         `worker_id` must name one claimer (host, process and thread or task), not just a host.
         """
+        now = self._now()
+        if self._engine.dialect.name == "postgresql":
+            # One statement and no transaction around it: one round trip. When it takes
+            # nothing, the full claim in a transaction says why (and fails an exhausted run).
+            with self._single_statement() as connection:
+                claimed = leases.take(connection, now, run_id, worker_id, lease_seconds)
+            if claimed is not None:
+                return claimed
         with self._write() as connection:
-            return leases.claim(connection, self._now(), run_id, worker_id, lease_seconds)
+            return leases.claim(connection, now, run_id, worker_id, lease_seconds)
 
     def heartbeat(
         self, run_id: str, worker_id: str, lease_seconds: float, *, attempt: int | None = None
@@ -210,6 +229,22 @@ class Ledger:
             return leases.heartbeat(
                 connection, self._now(), run_id, worker_id, lease_seconds, attempt
             )
+
+    def renew_leases(
+        self, held: Sequence[tuple[str, str, int]], lease_seconds: float
+    ) -> set[str]:
+        """Extend every lease in `held` ((run id, worker id, attempt)) to now + `lease_seconds`
+        in one statement (a process's heartbeat); return the run ids renewed. The rest are
+        lost (their attempt rows say so): stop their work."""
+        if not held:
+            return set()
+        now = self._now()
+        with self._write() as connection:
+            renewed = leases.renew_leases(connection, now, held, lease_seconds)
+            lost = [lease for lease in held if lease[0] not in renewed]
+            if lost:
+                leases.note_leases_lost(connection, now, lost)
+        return renewed
 
     def complete(
         self,
@@ -413,6 +448,13 @@ class Ledger:
             connection.execution_options(**{WRITE_OPTION: True})
             with connection.begin():
                 yield connection
+
+    @contextmanager
+    def _single_statement(self) -> Iterator[Connection]:
+        """A connection in autocommit: for one statement that is atomic on its own, without
+        the BEGIN and COMMIT round trips around it (PostgreSQL)."""
+        with self._engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
