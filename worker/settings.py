@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     builtin_analyzers: bool = Field(default=True, description="Load the built-in analyzers.")
     lease_seconds: int = Field(default=120, ge=10, description="A claimed run's lease.")
     heartbeat_seconds: int = Field(default=30, ge=1, description="How often leases renew.")
+    start_jitter_seconds: float = Field(
+        default=0.25,
+        ge=0,
+        le=60,
+        description="`posthoc worker`: each run waits up to this long (at random) before it "
+        "starts, so runs delivered together do not reach every model turn together.",
+    )
     max_attempts: int = Field(default=5, ge=1, description="Attempts before a run dead-letters.")
     sweep_interval_seconds: int = Field(default=60, ge=1)
     stale_queued_seconds: int = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -76,7 +77,10 @@ def execute_batch(
             model=model,
             http=http,
             secrets=tool_secrets(),
-            config=EngineConfig.from_settings(settings, worker_identity()),
+            # No start jitter: one batch in one process has no fleet's bursts to spread.
+            config=dataclasses.replace(
+                EngineConfig.from_settings(settings, worker_identity()), start_jitter_seconds=0.0
+            ),
             request_reviews=review_requester(settings, ledger),
         )
         with _progress(console, len(queued)) as advance:

@@ -14,7 +14,6 @@ exactly their recorded version, or fail if that version is not loaded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import random
 import time
@@ -36,6 +35,7 @@ from schemas.result import AnalysisResult
 from schemas.usage import Usage
 from worker.catalog import Catalog
 from worker.engine.learning import learn_from_result
+from worker.engine.lease_keeper import LeaseKeeper
 from worker.engine.results_reader import LedgerResultsReader, ResultsSelection
 from worker.ledger import ClaimedRun, Ledger, RunPlan, SnapshotNotFound
 from worker.ledger.effects import LedgerEffectStore
@@ -71,6 +71,8 @@ class EngineConfig:
     retry_max_seconds: float = 900.0
     price_factor: float = 1.0
     """Relative price of the model's turns (0.5 when they go through Message Batches)."""
+    start_jitter_seconds: float = 0.0
+    """Each run waits a random part of this before its claim (spreads a burst's turns)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, worker_id: str) -> EngineConfig:
@@ -82,11 +84,8 @@ class EngineConfig:
             heartbeat_seconds=settings.heartbeat_seconds,
             retry_base_seconds=settings.retry_base_seconds,
             retry_max_seconds=settings.retry_max_seconds,
+            start_jitter_seconds=settings.start_jitter_seconds,
         )
-
-
-class LeaseLost(Exception):
-    """Another worker took the run over; this one must stop without writing."""
 
 
 class Engine:
@@ -115,6 +114,11 @@ class Engine:
         self.request_reviews = request_reviews
         self._in_flight: dict[str, asyncio.Task[AnalysisResult]] = {}
         self._releasing = False
+        self.leases = LeaseKeeper(
+            ledger,
+            lease_seconds=config.lease_seconds,
+            heartbeat_seconds=config.heartbeat_seconds,
+        )
 
     @property
     def in_flight(self) -> int:
@@ -134,6 +138,10 @@ class Engine:
         """Claim `run_id` and run it; a run that is finished or leased elsewhere is a no-op.
         `trace`: the trace headers of the message that carried it (continued by its span)."""
         worker_id = f"{self.config.worker_id}:{run_id}"
+        if self.config.start_jitter_seconds > 0:
+            # Runs delivered together would otherwise reach every model-turn boundary together,
+            # and each boundary is CPU work the whole wave then waits for.
+            await asyncio.sleep(self.config.start_jitter_seconds * float(self.jitter()))
         claimed = await asyncio.to_thread(
             self.ledger.claim, run_id, worker_id, self.config.lease_seconds
         )
@@ -163,7 +171,9 @@ class Engine:
 
     async def _process_claimed(self, claimed: ClaimedRun, worker_id: str) -> ProcessOutcome:
         started = time.monotonic()
-        conversation = await asyncio.to_thread(self.ledger.run_conversation, claimed)
+        conversation = claimed.conversation
+        if conversation is None:  # the claim could not read it (a ledger that does not)
+            conversation = await asyncio.to_thread(self.ledger.run_conversation, claimed)
         structlog.contextvars.bind_contextvars(
             conversation_id=conversation.conversation_id, tenant_id=conversation.tenant_id
         )
@@ -205,19 +215,20 @@ class Engine:
                 options=options,
             )
         )
-        heartbeat = asyncio.create_task(self._keep_lease(claimed, worker_id, work))
+        lease = self.leases.keep(claimed.run_id, worker_id, claimed.attempt, work)
         self._in_flight[claimed.run_id] = work
         if self._releasing:
             work.cancel()
         try:
             result = await work
         except asyncio.CancelledError:
-            if heartbeat.done() and isinstance(heartbeat.exception(), LeaseLost):
+            if lease.lost:
                 log.warning("run.lease_lost", duration_s=round(time.monotonic() - started, 3))
                 _count(claimed, "lease_lost", started)
                 return ProcessOutcome("lease_lost")
             if self._releasing and work.cancelled():
                 return await self._release(claimed, worker_id, started)
+            work.cancel()  # this task was cancelled (shutdown): so is the analysis
             raise
         except TransientModelError as exc:
             return await self._retry(claimed, worker_id, exc, started)
@@ -232,9 +243,7 @@ class Engine:
             )
         finally:
             self._in_flight.pop(claimed.run_id, None)
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LeaseLost):
-                await heartbeat
+            self.leases.release(lease)
         tracing.record_tool_calls(result.trace)
         if result.provenance is not None and claimed.spec_hash is not None:
             provenance = result.provenance.model_copy(update={"spec_hash": claimed.spec_hash})
@@ -265,7 +274,7 @@ class Engine:
         """The analyzer and procedures this run executes, or why there are none (a message)."""
         if claimed.spec_hash is not None:
             try:
-                snapshot = await asyncio.to_thread(self.ledger.get_snapshot, claimed.spec_hash)
+                snapshot = await asyncio.to_thread(self.ledger.cached_snapshot, claimed.spec_hash)
             except SnapshotNotFound as exc:
                 return str(exc)
             return snapshot.spec, tuple(snapshot.procedures)
@@ -278,22 +287,6 @@ class Engine:
                 "without a snapshot"
             )
         return spec, self.catalog.procedures
-
-    async def _keep_lease(
-        self, claimed: ClaimedRun, worker_id: str, work: asyncio.Task[AnalysisResult]
-    ) -> None:
-        while True:
-            await asyncio.sleep(self.config.heartbeat_seconds)
-            held = await asyncio.to_thread(
-                self.ledger.heartbeat,
-                claimed.run_id,
-                worker_id,
-                self.config.lease_seconds,
-                attempt=claimed.attempt,
-            )
-            if not held:
-                work.cancel()
-                raise LeaseLost(claimed.run_id)
 
     async def _complete(
         self,

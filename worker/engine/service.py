@@ -29,6 +29,7 @@ from worker.http_transport import HttpxTransport
 from worker.ledger import Ledger
 from worker.ledger.deliveries import DeliveryLedger, use_routes
 from worker.ledger.deliveries import due as due_deliveries
+from worker.ledger.engine import DEFAULT_POOL_SIZE
 from worker.observability import metrics
 from worker.settings import Settings, tool_secrets
 from worker.sinks.delivery import (
@@ -40,13 +41,15 @@ from worker.sinks.delivery import (
 
 log = structlog.get_logger("posthoc.worker")
 T = TypeVar("T")
+IO_THREADS = DEFAULT_POOL_SIZE
+"""Threads for blocking calls (the ledger's): one pooled database connection each."""
 Enqueue = Callable[[Sequence[str]], None]
 
 
 class LoopThread:
     """An asyncio loop running in a daemon thread, accepting coroutines from other threads."""
 
-    def __init__(self, name: str = "posthoc-loop", io_threads: int = 16) -> None:
+    def __init__(self, name: str = "posthoc-loop", io_threads: int = IO_THREADS) -> None:
         self.loop = asyncio.new_event_loop()
         # Ledger calls run in threads (`asyncio.to_thread`); the default pool (cores + 4) makes
         # hundreds of in-flight analyses queue for it at every claim and completion.
@@ -113,7 +116,7 @@ class WorkerService:
         queue_depth: Callable[[], int | None] | None = None,
     ) -> None:
         self.settings = settings
-        self.ledger = Ledger.from_url(settings.database_url)
+        self.ledger = Ledger.from_url(settings.database_url, pool_size=IO_THREADS)
         self.ledger.migrate()
         self.catalog = catalog or Catalog.load(
             settings.analyzer_dirs, settings.procedure_dirs, builtins=settings.builtin_analyzers

@@ -19,10 +19,10 @@ runs = analysis_runs
 class Unknown(Enum):
     """A value the caller has not read (so the callee must), distinct from a read None."""
 
-    TOKEN = "unknown"
+    NOT_READ = "not read"
 
 
-UNKNOWN = Unknown.TOKEN
+UNKNOWN = Unknown.NOT_READ
 
 RUN_COLUMNS = [column for column in runs.c if column.name != "result"]
 """Every run column but the (possibly large) result."""

@@ -56,7 +56,7 @@ def use_routes(source: RouteSource | None) -> None:
 
 
 def routes_for_run(
-    connection: Connection, result: AnalysisResult, *, spec_hash: str | None | Unknown = UNKNOWN
+    connection: Connection, result: AnalysisResult, *, spec_hash: str | Unknown | None = UNKNOWN
 ) -> tuple[Sequence[SinkRoute], Sequence[str]]:
     """The sinks and declared output names of the analyzer version the run executed.
 
@@ -127,7 +127,7 @@ def record_outbox(
     result: AnalysisResult,
     *,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    spec_hash: str | None | Unknown = UNKNOWN,
+    spec_hash: str | Unknown | None = UNKNOWN,
 ) -> list[str]:
     """Write the run's deliveries (one per matching route); return the ids of new pending ones.
 
@@ -136,7 +136,7 @@ def record_outbox(
     `dead` with the reason, so it shows in `posthoc deliveries list` instead of vanishing.
     """
     sinks, declared = routes_for_run(connection, result, spec_hash=spec_hash)
-    pending = []
+    rows: dict[str, dict[str, Any]] = {}
     for sink in sinks:
         status: DeliveryState = "pending"
         reason = error = None
@@ -146,32 +146,49 @@ def record_outbox(
         except ExpressionError as exc:
             status, reason, error = "dead", "routing_error", str(exc)
         destination = destination_of(sink)
-        if status == "pending" and is_disabled(connection, sink.type, destination):
-            status, reason = "dead", "destination_disabled"
-            error = f"{sink.type} destination is disabled"
         new_id = delivery_id(result.run_id, sink.type, destination)
-        inserted = connection.execute(
-            upsert_insert(connection, deliveries)
-            .values(
-                id=new_id,
-                run_id=result.run_id,
-                sink=sink.type,
-                destination=destination,
-                route=sink.model_dump(mode="json"),
-                status=status,
-                attempts=0,
-                max_attempts=max_attempts,
-                next_attempt_at=now,
-                last_error=error,
-                dead_reason=reason,
-                created_at=now,
-                updated_at=now,
+        rows.setdefault(  # the first route to a destination wins, as the insert would
+            new_id,
+            {
+                "id": new_id,
+                "run_id": result.run_id,
+                "sink": sink.type,
+                "destination": destination,
+                "route": sink.model_dump(mode="json"),
+                "status": status,
+                "attempts": 0,
+                "max_attempts": max_attempts,
+                "next_attempt_at": now,
+                "last_error": error,
+                "dead_reason": reason,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+    if not rows:
+        return []
+    # Two statements however many routes matched: which destinations are disabled, then one
+    # insert of every delivery (a completion's round trips are the worker's hot path).
+    keys = {f"{row['sink']}:{row['destination']}" for row in rows.values()}
+    off = set(
+        connection.execute(
+            sa.select(disabled_destinations.c.destination).where(
+                disabled_destinations.c.destination.in_(keys)
             )
-            .on_conflict_do_nothing()
-        ).rowcount
-        if inserted and status == "pending":
-            pending.append(new_id)
-    return pending
+        ).scalars()
+    )
+    for row in rows.values():
+        if row["status"] == "pending" and f"{row['sink']}:{row['destination']}" in off:
+            row["status"], row["dead_reason"] = "dead", "destination_disabled"
+            row["last_error"] = f"{row['sink']} destination is disabled"
+    inserted = connection.execute(
+        upsert_insert(connection, deliveries)
+        .values(list(rows.values()))
+        .on_conflict_do_nothing()
+        .returning(deliveries.c.id, deliveries.c.status)
+    ).all()
+    new = {row.id for row in inserted if row.status == "pending"}
+    return [delivery for delivery in rows if delivery in new]
 
 
 def claim(

@@ -56,9 +56,7 @@ def create_ledger_engine(
                 f"the ledger talks to PostgreSQL through psycopg 3, not {parsed.drivername!r}: "
                 f"use postgresql+psycopg://... (got {_shown(parsed)})"
             )
-        engine = sa.create_engine(
-            parsed, pool_size=pool_size, max_overflow=max(4, pool_size // 4)
-        )
+        engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=max(4, pool_size // 4))
         _ping_after_idle(engine)
         return engine
     raise LedgerError(f"unsupported ledger database {_shown(parsed)}; use {SUPPORTED}")

@@ -107,9 +107,7 @@ def take(
 _EXPIRED_PREFIX = "lease expired without a result; attempt "
 
 
-def _claim_update(
-    now: datetime, run_id: str, worker_id: str, lease_seconds: float
-) -> sa.Update:
+def _claim_update(now: datetime, run_id: str, worker_id: str, lease_seconds: float) -> sa.Update:
     return (
         sa.update(runs)
         .where(runs.c.id == run_id, runs.c.attempts < runs.c.max_attempts, _claimable(now))
@@ -186,8 +184,9 @@ def _claim_at_once(update: sa.Update, now: datetime, worker_id: str) -> sa.Selec
             conversations.c.payload.label("payload"),
         )
         .select_from(
-            claimed.outerjoin(versions, versions.c.id == claimed.c.conversation_version_id)
-            .outerjoin(conversations, current)
+            claimed.outerjoin(
+                versions, versions.c.id == claimed.c.conversation_version_id
+            ).outerjoin(conversations, current)
         )
         .add_cte(closed, opened)
     )
@@ -520,7 +519,7 @@ def _finish(
     message: str | None,
     action: str,
     spent: tuple[Usage, float] | None = None,
-) -> Row[Any] | None:
+) -> Row[Any, Any] | None:
     """Apply `values` and release the lease if it is held; close this claim's attempt row.
     Returns the run's (attempts, spec_hash) as written, or None (lease lost, nothing written).
 
@@ -533,15 +532,12 @@ def _finish(
         values["finished_at"] = now
     if spent is not None:
         values |= _summed_spend(*spent)
-    finished = connection.execute(
+    finishing = (
         sa.update(runs)
         .where(runs.c.id == run_id, holds_lease(worker_id, attempt))
         .values(values)
-        .returning(runs.c.attempts, runs.c.spec_hash)
-    ).one_or_none()
-    if finished is None:
-        _note_lease_lost(connection, now, run_id, worker_id, attempt, action)
-        return None
+        .returning(runs.c.id, runs.c.attempts, runs.c.spec_hash)
+    )
     closing = {
         "outcome": outcome,
         "finished_at": now,
@@ -550,20 +546,37 @@ def _finish(
     }
     row = run_attempts.c
     update: dict[str, Any] = {
-        name: sa.case(
-            (row.outcome.is_(None), sa.literal(value, row[name].type)), else_=row[name]
-        )
+        name: sa.case((row.outcome.is_(None), sa.literal(value, row[name].type)), else_=row[name])
         for name, value in closing.items()
     }
     if spent is not None:
         usage, cost_usd = spent
         update |= {name: getattr(usage, name) for name in _USAGE_COLUMNS}
         update["cost_usd"] = cost_usd
-    connection.execute(
-        sa.update(run_attempts)
-        .where(row.run_id == run_id, row.attempt == finished.attempts)
-        .values(update)
-    )
+    if connection.dialect.name == "postgresql":
+        # One statement: the attempt row's update reads the run's new attempt number from the
+        # CTE. (Its subqueries over run_attempts see the snapshot before this statement, which
+        # is what `_summed_spend` wants: the other attempts.)
+        finished_cte = finishing.cte("finished")
+        closed = (
+            sa.update(run_attempts)
+            .where(row.run_id == finished_cte.c.id, row.attempt == finished_cte.c.attempts)
+            .values(update)
+            .cte("closed")
+        )
+        finished = connection.execute(
+            sa.select(finished_cte.c.attempts, finished_cte.c.spec_hash).add_cte(closed)
+        ).one_or_none()
+    else:
+        finished = connection.execute(finishing).one_or_none()
+        if finished is not None:
+            connection.execute(
+                sa.update(run_attempts)
+                .where(row.run_id == run_id, row.attempt == finished.attempts)
+                .values(update)
+            )
+    if finished is None:
+        _note_lease_lost(connection, now, run_id, worker_id, attempt, action)
     return finished
 
 
@@ -578,9 +591,7 @@ _USAGE_COLUMNS = (
 def _summed_spend(usage: Usage, cost_usd: float) -> dict[str, Any]:
     """The run's spend columns as the sums over its other attempts plus this one's figures
     (`runs.attempts` is the attempt being finished: `holds_lease` pins it)."""
-    others = sa.and_(
-        run_attempts.c.run_id == runs.c.id, run_attempts.c.attempt != runs.c.attempts
-    )
+    others = sa.and_(run_attempts.c.run_id == runs.c.id, run_attempts.c.attempt != runs.c.attempts)
     figures: dict[str, float | int] = {name: getattr(usage, name) for name in _USAGE_COLUMNS}
     figures["cost_usd"] = cost_usd
     return {

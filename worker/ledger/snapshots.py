@@ -58,14 +58,21 @@ def cached_snapshot(connection: Connection, spec_hash: str) -> AnalyzerSnapshot:
     Safe because a row's content is its key (see the module docstring); a missing snapshot is
     never cached, so one stored later is found.
     """
-    with _cache_lock:
-        found = _cache.get(spec_hash)
-        if found is not None:
-            _cache.move_to_end(spec_hash)
-            return found
+    found = remembered_snapshot(spec_hash)
+    if found is not None:
+        return found
     snapshot = get_snapshot(connection, spec_hash)
     with _cache_lock:
         _cache[spec_hash] = snapshot
         while len(_cache) > CACHED_SNAPSHOTS:
             _cache.popitem(last=False)
     return snapshot
+
+
+def remembered_snapshot(spec_hash: str) -> AnalyzerSnapshot | None:
+    """The snapshot if this process's cache holds it (no database needed), else None."""
+    with _cache_lock:
+        found = _cache.get(spec_hash)
+        if found is not None:
+            _cache.move_to_end(spec_hash)
+        return found

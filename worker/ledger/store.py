@@ -150,6 +150,9 @@ class Ledger:
     def cached_snapshot(self, spec_hash: str) -> AnalyzerSnapshot:
         """`get_snapshot`, from this process's cache when it holds it (snapshots never change:
         their key is their content's hash)."""
+        found = snapshots.remembered_snapshot(spec_hash)
+        if found is not None:
+            return found
         with self._read() as connection:
             return snapshots.cached_snapshot(connection, spec_hash)
 
@@ -230,9 +233,7 @@ class Ledger:
                 connection, self._now(), run_id, worker_id, lease_seconds, attempt
             )
 
-    def renew_leases(
-        self, held: Sequence[tuple[str, str, int]], lease_seconds: float
-    ) -> set[str]:
+    def renew_leases(self, held: Sequence[tuple[str, str, int]], lease_seconds: float) -> set[str]:
         """Extend every lease in `held` ((run id, worker id, attempt)) to now + `lease_seconds`
         in one statement (a process's heartbeat); return the run ids renewed. The rest are
         lost (their attempt rows say so): stop their work."""
