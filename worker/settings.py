@@ -37,6 +37,19 @@ class Settings(BaseSettings):
         description="Redis for the fleet-wide model rate limit; defaults to a redis:// broker.",
     )
     concurrency: int = Field(default=200, ge=1, le=2000, description="Analyses in flight.")
+    processes: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="`posthoc worker`: worker processes on this node, sharing `concurrency` "
+        "(default: the number of cores).",
+    )
+    worker_index: int | None = Field(
+        default=None,
+        ge=0,
+        description="Set by `posthoc worker --processes N` for its children (0..N-1); "
+        "not for hand use.",
+    )
     model: str = Field(default="claude-sonnet-5-5", description="Default model id.")
     analyzer_dirs: list[Path] = Field(default_factory=list)
     procedure_dirs: list[Path] = Field(default_factory=list)

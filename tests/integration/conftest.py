@@ -304,6 +304,9 @@ class Fleet:
             "POSTHOC_RETRY_BASE_SECONDS": "1",
             "POSTHOC_LOG_FORMAT": "json",
             "POSTHOC_LOG_LEVEL": "info",
+            # One process per worker: these tests are about one process's liveness, exit
+            # statuses and leases (`test_worker_supervisor.py` runs `--processes 2`).
+            "POSTHOC_PROCESSES": "1",
         }
         env.update({f"POSTHOC_{name.upper()}": value for name, value in settings.items()})
         return env

@@ -298,7 +298,18 @@ def submit(inputs: Inputs, analyzer: AnalyzerOption = None) -> None:
 
 @app.command()
 def worker(
-    concurrency: Annotated[int | None, typer.Option(min=1, max=2000)] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, max=2000, help="Analyses in flight on this node.")
+    ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=256,
+            help="Worker processes, each with its share of the concurrency (default: the "
+            "number of cores; POSTHOC_PROCESSES).",
+        ),
+    ] = None,
 ) -> None:
     """Consume runs from the configured broker, many analyses at once per process."""
     from celery import signals as celery_signals  # noqa: PLC0415
@@ -307,12 +318,19 @@ def worker(
     from worker.cli.serve import start_tracing  # noqa: PLC0415
     from worker.engine.celery_app import create_celery, worker_queues  # noqa: PLC0415
     from worker.engine.liveness import Liveness, Watchdog, serve_health  # noqa: PLC0415
+    from worker.engine.supervisor import default_processes, die_with_parent  # noqa: PLC0415
     from worker.observability import metrics  # noqa: PLC0415
 
     settings = load_settings()
     load_catalog(settings)  # fail fast on bad definitions, before connecting anything
     ensure_parent(settings.database_url)
     ensure_parent(settings.broker_url.removeprefix("sqla+"))
+    count = processes or settings.processes or default_processes()
+    total = concurrency or settings.concurrency
+    if settings.worker_index is None and count > 1:
+        raise typer.Exit(_supervise(settings, count, total))
+    if settings.worker_index is not None:
+        die_with_parent()
     # `kill -USR2 <pid>` prints every thread's stack to stderr: how to see where a worker that
     # stopped consuming is stuck, without stopping it.
     faulthandler.register(signal.SIGUSR2, all_threads=True)
@@ -328,7 +346,7 @@ def worker(
     celery_signals.worker_shutting_down.connect(
         lambda **_: setattr(liveness, "stopping", True), weak=False
     )
-    metrics.configure_slots(concurrency or settings.concurrency)
+    metrics.configure_slots(total)
     start_tracing(settings, "posthoc-worker")
     health = None
     if settings.health_port is not None:
@@ -344,7 +362,7 @@ def worker(
                 "--quiet",  # no banner: every line the worker writes is a log record
                 "worker",
                 "--pool=threads",
-                f"--concurrency={concurrency or settings.concurrency}",
+                f"--concurrency={total}",
                 f"--queues={','.join(worker_queues(celery))}",
                 f"--loglevel={settings.log_level.upper()}",
                 "--without-gossip",
@@ -354,6 +372,41 @@ def worker(
         )
     finally:
         watchdog.stop()
+        if health is not None:
+            health.shutdown()
+
+
+def _supervise(settings: Settings, processes: int, concurrency: int) -> int:
+    """`posthoc worker --processes N` (N > 1): run N children (`worker/engine/supervisor.py`)."""
+    import os  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from worker.engine.supervisor import (  # noqa: PLC0415
+        Supervisor,
+        concurrency_shares,
+        serve_node_health,
+    )
+
+    try:
+        shares = concurrency_shares(concurrency, processes)
+    except ValueError as error:
+        raise fail_usage(f"--processes: {error}") from error
+
+    def command(_index: int, share: int) -> list[str]:
+        launch = "from worker.cli import main; main()"
+        return [sys.executable, "-c", launch, "worker", "--processes=1", f"--concurrency={share}"]
+
+    # The children read their settings as this process did, from the same environment, with
+    # their index, heartbeat file and share set by the supervisor.
+    supervisor = Supervisor(
+        command, shares, environment=dict(os.environ), heartbeat_file=settings.heartbeat_file
+    )
+    health = None
+    if settings.health_port is not None:
+        health = serve_node_health(supervisor, settings.health_host, settings.health_port)
+    try:
+        return supervisor.run()
+    finally:
         if health is not None:
             health.shutdown()
 
