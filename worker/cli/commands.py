@@ -409,6 +409,7 @@ def _supervise(settings: Settings, processes: int, concurrency: int) -> int:
     finally:
         if health is not None:
             health.shutdown()
+            health.server_close()
 
 
 @app.command()

@@ -138,10 +138,9 @@ class Engine:
         """Claim `run_id` and run it; a run that is finished or leased elsewhere is a no-op.
         `trace`: the trace headers of the message that carried it (continued by its span)."""
         worker_id = f"{self.config.worker_id}:{run_id}"
-        if self.config.start_jitter_seconds > 0:
-            # Runs delivered together would otherwise reach every model-turn boundary together,
-            # and each boundary is CPU work the whole wave then waits for.
-            await asyncio.sleep(self.config.start_jitter_seconds * float(self.jitter()))
+        delay = self.start_delay()
+        if delay > 0:
+            await asyncio.sleep(delay)
         claimed = await asyncio.to_thread(
             self.ledger.claim, run_id, worker_id, self.config.lease_seconds
         )
@@ -397,6 +396,15 @@ class Engine:
             error_type=error_type,
         )
         return ProcessOutcome("failed" if written else "lease_lost")
+
+    def start_delay(self) -> float:
+        """How long a run waits before its claim: a random part of `start_jitter_seconds`.
+
+        Runs delivered together would otherwise reach every model-turn boundary together, and
+        each boundary is CPU work (parsing the stream, building the next request) that the
+        whole wave then waits for on this process's one loop.
+        """
+        return self.config.start_jitter_seconds * float(self.jitter())
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with full jitter, never sooner than the server asked."""
