@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any
+from collections.abc import Sequence
 
 from analyzers.testing import ScriptedModel
 from tests.worker.test_engine import (
@@ -29,10 +29,10 @@ def test_one_heartbeat_renews_the_leases_of_every_run_in_flight(
     run_ids = [queue_run(ledger, conversation_id=f"c-{index}") for index in range(3)]
     model = GatedModel(ScriptedModel(recording_turns() * 3))
     engine = make_engine(ledger, catalog, model, heartbeat_seconds=0.05)
-    calls: list[list[Any]] = []
+    calls: list[list[tuple[str, str, int]]] = []
     renew = ledger.renew_leases
 
-    def counting(held: list[Any], lease_seconds: float) -> set[str]:
+    def counting(held: Sequence[tuple[str, str, int]], lease_seconds: float) -> set[str]:
         calls.append(list(held))
         return renew(held, lease_seconds)
 
