@@ -612,6 +612,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--prefork-processes", type=int, default=None, help="baseline (8)")
     parser.add_argument("--baseline-runs", type=int, default=None, help="baseline runs (48)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the prefork baseline")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the workers' logs")
     parser.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
@@ -683,7 +684,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException:
         print(f"worker logs kept in {workdir}")
         raise
-    shutil.rmtree(workdir, ignore_errors=True)
+    if args.keep_logs:
+        print(f"worker logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"summary ({concurrency} in flight, --processes {processes}; RSS goal < 1024 MiB):")
     for measured in results:
