@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
 
 from analyzers.testing import ScriptedModel, reply, text, tool_call
 from schemas import Conversation
@@ -22,6 +24,7 @@ from worker.catalog import Catalog
 from worker.engine.runner import Engine, EngineConfig
 from worker.intake import record
 from worker.ledger import Ledger, ManualClock, RunPlan
+from worker.ledger import engine as ledger_engine
 from worker.ledger.tables import deliveries
 
 MAX_ROUND_TRIPS_PER_RUN = 6
@@ -164,3 +167,27 @@ def test_one_statement_renews_every_lease_the_process_holds(
     first, second = ledger.attempts(taken)
     assert (first.outcome, first.error_type) == ("lease_lost", "lease_lost")
     assert second.outcome is None
+
+
+def test_a_connection_the_server_dropped_while_idle_is_replaced_not_failed(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No pre-ping on checkout, but a connection idle for `IDLE_PING_SECONDS` is pinged first:
+    one the server closed meanwhile (restart, idle timeout, a proxy) is replaced, and the
+    ledger call that checked it out succeeds."""
+    if ledger.engine.dialect.name != "postgresql":
+        pytest.skip("pooled server connections are PostgreSQL's")
+    with ledger.engine.connect() as connection:
+        dropped = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    killer = sa.create_engine(ledger.engine.url, poolclass=NullPool)
+    try:
+        with killer.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_terminate_backend({int(dropped)})")
+    finally:
+        killer.dispose()
+    monkeypatch.setattr(ledger_engine, "IDLE_PING_SECONDS", 0.0)
+
+    assert ledger.counts_by_status()["queued"] == 0
+
+    with ledger.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != dropped
