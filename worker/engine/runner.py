@@ -170,9 +170,7 @@ class Engine:
 
     async def _process_claimed(self, claimed: ClaimedRun, worker_id: str) -> ProcessOutcome:
         started = time.monotonic()
-        conversation = claimed.conversation
-        if conversation is None:  # the claim could not read it (a ledger that does not)
-            conversation = await asyncio.to_thread(self.ledger.run_conversation, claimed)
+        conversation = await self._conversation(claimed)
         structlog.contextvars.bind_contextvars(
             conversation_id=conversation.conversation_id, tenant_id=conversation.tenant_id
         )
@@ -266,6 +264,12 @@ class Engine:
         )
         if self.request_reviews is not None and any(o.needs_review for o in learned):
             await asyncio.to_thread(self.request_reviews, conversation.tenant_id)
+
+    async def _conversation(self, claimed: ClaimedRun) -> Conversation:
+        """What the claim read (None only from a ledger whose claim does not read it)."""
+        if claimed.conversation is not None:
+            return claimed.conversation
+        return await asyncio.to_thread(self.ledger.run_conversation, claimed)
 
     async def _program(
         self, claimed: ClaimedRun
