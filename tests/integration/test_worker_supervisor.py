@@ -63,6 +63,17 @@ def children(port: int) -> list[dict[str, object]]:
     return found
 
 
+def metric_total(port: int, name: str) -> float:
+    """The sum of every sample of `name` on the node's `/metrics` (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as answer:
+        text = answer.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((f"{name} ", f"{name}{{"))
+    )
+
+
 def test_two_processes_replace_a_killed_child_drain_on_sigterm_and_run_nothing_twice(
     node: Fleet, ledger: Ledger
 ) -> None:
@@ -93,6 +104,13 @@ def test_two_processes_replace_a_killed_child_drain_on_sigterm_and_run_nothing_t
     )
     assert worker.process.poll() is None
     pids = {child["pid"] for child in children(port)}
+    # The node's /metrics sums its children; the killed child's free slots no longer count.
+    wait_for(
+        lambda: metric_total(port, "posthoc_worker_free_slots") == 6,
+        timeout=30,
+        what="the node's metrics to count each live child's slots once",
+        fleet=node,
+    )
 
     runs = record_runs(ledger, RUNS)
     app = create_celery(Settings(broker_url=node.broker.url, queue=node.broker.queue))

@@ -384,6 +384,7 @@ def _supervise(settings: Settings, processes: int, concurrency: int) -> int:
     from worker.engine.supervisor import (  # noqa: PLC0415
         Supervisor,
         concurrency_shares,
+        metrics_directory,
         serve_node_health,
     )
 
@@ -399,7 +400,11 @@ def _supervise(settings: Settings, processes: int, concurrency: int) -> int:
     # The children read their settings as this process did, from the same environment, with
     # their index, heartbeat file and share set by the supervisor.
     supervisor = Supervisor(
-        command, shares, environment=dict(os.environ), heartbeat_file=settings.heartbeat_file
+        command,
+        shares,
+        environment=dict(os.environ),
+        heartbeat_file=settings.heartbeat_file,
+        metrics_dir=metrics_directory(settings.prometheus_multiproc_dir),
     )
     health = None
     if settings.health_port is not None:

@@ -17,7 +17,9 @@ What the supervisor does, and nothing more:
 - serves the node's health: `GET /healthz` on the configured health port is 200 while every
   child consumes (each child's watchdog touches its own heartbeat file, in a directory of the
   supervisor's, while it consumes), with one entry per child; the configured heartbeat file is
-  touched while every child consumes.
+  touched while every child consumes; `GET /metrics` on the same port is every child's
+  Prometheus metrics, summed (prometheus_client's multiprocess mode: the children write to
+  one directory, `PROMETHEUS_MULTIPROC_DIR`, a private one unless configured).
 
 Children are identified by their index (0..N-1, kept across replacements): it is in their
 environment as `POSTHOC_WORKER_INDEX` (`Settings.worker_index`) and in the health answer with
@@ -43,6 +45,8 @@ from types import FrameType
 from typing import Any
 
 import structlog
+
+from worker.observability import metrics
 
 log = structlog.get_logger("posthoc.worker.supervisor")
 
@@ -70,6 +74,17 @@ def concurrency_shares(total: int, processes: int) -> list[int]:
         )
     base, extra = divmod(total, processes)
     return [base + (1 if index < extra else 0) for index in range(processes)]
+
+
+def metrics_directory(configured: Path | None) -> Path:
+    """The children's multiprocess metrics directory: the configured one, emptied of an earlier
+    run's files (prometheus_client's rule), else a new private one."""
+    if configured is None:
+        return Path(tempfile.mkdtemp(prefix="posthoc-metrics-"))
+    configured.mkdir(parents=True, exist_ok=True)
+    for stale in configured.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return configured
 
 
 def default_processes() -> int:
@@ -147,10 +162,13 @@ class Supervisor:
         environment: dict[str, str],
         heartbeat_file: Path | None = None,
         beat_dir: Path | None = None,
+        metrics_dir: Path | None = None,
     ) -> None:
         self.command = command
         self.environment = environment
         self.heartbeat_file = heartbeat_file
+        self.metrics_dir = metrics_dir
+        """Where the children write their metrics (None: they keep them to themselves)."""
         self._beat_dir = Path(beat_dir or tempfile.mkdtemp(prefix="posthoc-workers-"))
         self.children = [
             Child(index, share, self._beat_dir / f"worker-{index}.beat")
@@ -220,6 +238,8 @@ class Supervisor:
             "POSTHOC_PROCESSES": "1",
         }
         env.pop("POSTHOC_HEALTH_PORT", None)  # the node's health is the supervisor's port
+        if self.metrics_dir is not None:
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
         child.beat_file.unlink(missing_ok=True)
         with self._lock:
             child.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -239,6 +259,8 @@ class Supervisor:
                 status = process.returncode
                 child.exit_status = status
                 child.process = None
+                # Its live gauges (in flight, free slots) must stop counting; counters stay.
+                metrics.process_exited(process.pid, self.metrics_dir)
                 if self.stopping:
                     log.info("worker.child_exited", index=child.index, exit_status=status)
                     continue
@@ -305,7 +327,16 @@ class _NodeHealthHandler(BaseHTTPRequestHandler):
     supervisor: Supervisor
 
     def do_GET(self) -> None:  # the stdlib's name
-        if self.path.split("?", 1)[0] != "/healthz":
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics" and self.supervisor.metrics_dir is not None:
+            body, content_type = metrics.exposition(self.supervisor.metrics_dir)
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if path != "/healthz":
             self.send_error(404)
             return
         report = self.supervisor.report()
@@ -321,7 +352,8 @@ class _NodeHealthHandler(BaseHTTPRequestHandler):
 
 
 def serve_node_health(supervisor: Supervisor, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve the node's `GET /healthz` from a daemon thread; `shutdown()` stops it."""
+    """Serve the node's `GET /healthz` and `GET /metrics` from a daemon thread; `shutdown()`
+    stops it."""
     handler = type("NodeHealthHandler", (_NodeHealthHandler,), {"supervisor": supervisor})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
