@@ -169,14 +169,14 @@ def test_one_statement_renews_every_lease_the_process_holds(
     assert second.outcome is None
 
 
+# Pooled server connections are PostgreSQL's: SQLite has no server to drop them.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_connection_the_server_dropped_while_idle_is_replaced_not_failed(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No pre-ping on checkout, but a connection idle for `IDLE_PING_SECONDS` is pinged first:
     one the server closed meanwhile (restart, idle timeout, a proxy) is replaced, and the
     ledger call that checked it out succeeds."""
-    if ledger.engine.dialect.name != "postgresql":
-        pytest.skip("pooled server connections are PostgreSQL's")
     with ledger.engine.connect() as connection:
         dropped = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
     killer = sa.create_engine(ledger.engine.url, poolclass=NullPool)
