@@ -16,8 +16,6 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from worker.http.app import Intake
-    from worker.ledger import Ledger
-    from worker.sinks.procedure_review import ProcedureReviewer
 
 SWITCH_INTERVAL_SECONDS = 0.001
 """How often the interpreter lets another thread run (default 5 ms). The event loop maps and
@@ -34,6 +32,7 @@ def build_intake(settings: Settings) -> Intake:
     from worker.http.sources import parse_sources  # noqa: PLC0415
     from worker.ledger import Ledger  # noqa: PLC0415
     from worker.procedure_source import sync_procedure_files  # noqa: PLC0415
+    from worker.sinks.procedure_review import reviewer_from_settings  # noqa: PLC0415
 
     try:
         sources = parse_sources(settings.webhook_sources)
@@ -70,20 +69,9 @@ def build_intake(settings: Settings) -> Intake:
             if settings.slack_signing_secret
             else None
         ),
-        reviewer=procedure_reviewer(settings, ledger),
+        reviewer=reviewer_from_settings(settings, ledger.procedures),
         metrics_dir=settings.prometheus_multiproc_dir,
     )
-
-
-def procedure_reviewer(settings: Settings, ledger: Ledger) -> ProcedureReviewer | None:
-    """The Slack reviewer of pending procedures, when a bot token and a channel are set."""
-    from worker.sinks.procedure_review import ProcedureReviewer  # noqa: PLC0415
-    from worker.sinks.slack import web_client  # noqa: PLC0415
-
-    if settings.slack_bot_token is None or not settings.procedure_review_channel:
-        return None
-    client = web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
-    return ProcedureReviewer(ledger.procedures, client, settings.procedure_review_channel)
 
 
 def app_from_settings() -> Starlette:

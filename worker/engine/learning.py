@@ -29,8 +29,7 @@ from schemas.procedure import Procedure
 from schemas.result import AnalysisResult
 from worker.ledger import Ledger
 from worker.settings import Settings
-from worker.sinks.procedure_review import ProcedureReviewer
-from worker.sinks.slack import web_client
+from worker.sinks.procedure_review import reviewer_from_settings
 
 log = structlog.get_logger("posthoc.learning")
 
@@ -82,10 +81,9 @@ def learn_from_result(
 def review_requester(settings: Settings, ledger: Ledger) -> Callable[[str], object] | None:
     """Posts the Slack reviews of a tenant's pending procedures that have none yet; None when
     no bot token or review channel is configured (then people review with the CLI)."""
-    if settings.slack_bot_token is None or not settings.procedure_review_channel:
+    reviewer = reviewer_from_settings(settings, ledger.procedures)
+    if reviewer is None:
         return None
-    client = web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
-    reviewer = ProcedureReviewer(ledger.procedures, client, settings.procedure_review_channel)
 
     def request(tenant_id: str) -> object:
         outcomes = reviewer.request_pending(tenant_id)

@@ -291,9 +291,15 @@ class Watchdog:
             self.check_once()
 
 
-class _HealthHandler(BaseHTTPRequestHandler):
-    liveness: Liveness
+class HealthHandler(BaseHTTPRequestHandler):
+    """`GET /healthz` (200 while consuming, 503 otherwise, with a JSON report) and `GET /metrics`
+    (Prometheus, from `metrics_dir` in multiprocess mode). Subclasses say what health is."""
+
     metrics_dir: Path | None = None
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Whether this consumes, and the report to answer with."""
+        raise NotImplementedError
 
     def do_GET(self) -> None:  # the stdlib's name
         path = self.path.split("?", 1)[0]
@@ -304,9 +310,8 @@ class _HealthHandler(BaseHTTPRequestHandler):
         if path != "/healthz":
             self.send_error(404)
             return
-        report = self.liveness.report()
-        body = json.dumps(report.as_json()).encode()
-        self._answer(200 if report.consuming else 503, "application/json", body)
+        consuming, report = self.health()
+        self._answer(200 if consuming else 503, "application/json", json.dumps(report).encode())
 
     def _answer(self, status: int, content_type: str, body: bytes) -> None:
         self.send_response(status)
@@ -319,15 +324,29 @@ class _HealthHandler(BaseHTTPRequestHandler):
         """Probes every few seconds would drown the log: say nothing."""
 
 
-def serve_health(
-    liveness: Liveness, host: str, port: int, metrics_dir: Path | None = None
-) -> ThreadingHTTPServer:
-    """Serve `GET /healthz` and `GET /metrics` on `host:port` from a daemon thread;
-    `shutdown()` stops it. `metrics_dir`: the multiprocess directory, when there is one."""
-    handler = type(
-        "HealthHandler", (_HealthHandler,), {"liveness": liveness, "metrics_dir": metrics_dir}
-    )
+class _LivenessHandler(HealthHandler):
+    liveness: Liveness
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        report = self.liveness.report()
+        return report.consuming, report.as_json()
+
+
+def serve_handler(handler: type[HealthHandler], host: str, port: int) -> ThreadingHTTPServer:
+    """Serve `handler` on `host:port` from a daemon thread; `shutdown()` stops it."""
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="posthoc-health", daemon=True).start()
     return server
+
+
+def serve_health(
+    liveness: Liveness, host: str, port: int, metrics_dir: Path | None = None
+) -> ThreadingHTTPServer:
+    """Serve this process's `GET /healthz` and `GET /metrics` on `host:port` from a daemon
+    thread; `shutdown()` stops it. `metrics_dir`: the multiprocess directory, when there is
+    one."""
+    handler = type(
+        "HealthHandler", (_LivenessHandler,), {"liveness": liveness, "metrics_dir": metrics_dir}
+    )
+    return serve_handler(handler, host, port)

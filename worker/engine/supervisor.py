@@ -30,7 +30,6 @@ entry point): it forwards the stop signal itself.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -39,13 +38,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import structlog
 
+from worker.engine.liveness import HealthHandler, serve_handler
 from worker.observability import metrics
 
 log = structlog.get_logger("posthoc.worker.supervisor")
@@ -323,39 +323,20 @@ class Supervisor:
             )
 
 
-class _NodeHealthHandler(BaseHTTPRequestHandler):
+class _NodeHealthHandler(HealthHandler):
     supervisor: Supervisor
 
-    def do_GET(self) -> None:  # the stdlib's name
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics" and self.supervisor.metrics_dir is not None:
-            body, content_type = metrics.exposition(self.supervisor.metrics_dir)
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        if path != "/healthz":
-            self.send_error(404)
-            return
+    def health(self) -> tuple[bool, dict[str, Any]]:
         report = self.supervisor.report()
-        body = json.dumps(report).encode()
-        self.send_response(200 if report["consuming"] else 503)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # the stdlib's name
-        """Probes every few seconds would drown the log: say nothing."""
+        return bool(report["consuming"]), report
 
 
 def serve_node_health(supervisor: Supervisor, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve the node's `GET /healthz` and `GET /metrics` from a daemon thread; `shutdown()`
-    stops it."""
-    handler = type("NodeHealthHandler", (_NodeHealthHandler,), {"supervisor": supervisor})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="posthoc-health", daemon=True).start()
-    return server
+    """Serve the node's `GET /healthz` and `GET /metrics` (every child's, summed) from a
+    daemon thread; `shutdown()` stops it."""
+    handler = type(
+        "NodeHealthHandler",
+        (_NodeHealthHandler,),
+        {"supervisor": supervisor, "metrics_dir": supervisor.metrics_dir},
+    )
+    return serve_handler(handler, host, port)

@@ -25,6 +25,7 @@ from slack_sdk import WebClient
 from analyzers.procedures.store import ProcedureNotFound, StoredProcedure
 from schemas.procedure import IfStep, InstructionStep, ToolStep
 from worker.ledger.procedures import LedgerProcedureStore
+from worker.settings import Settings
 from worker.sinks.errors import RetryLater, Undeliverable
 from worker.sinks.render import (
     MAX_BLOCKS,
@@ -33,7 +34,7 @@ from worker.sinks.render import (
     RenderedResult,
     SlackMessage,
 )
-from worker.sinks.slack import SlackReceipt, deliver_to_slack
+from worker.sinks.slack import SlackReceipt, deliver_to_slack, web_client
 
 log = structlog.get_logger("posthoc.procedure_review")
 
@@ -220,3 +221,14 @@ def _who(decided_by: str) -> str:
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def reviewer_from_settings(
+    settings: Settings, store: LedgerProcedureStore
+) -> ProcedureReviewer | None:
+    """The Slack reviewer of pending procedures, when a bot token and a review channel are set
+    (None: people review with `posthoc procedures`)."""
+    if settings.slack_bot_token is None or not settings.procedure_review_channel:
+        return None
+    client = web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+    return ProcedureReviewer(store, client, settings.procedure_review_channel)
