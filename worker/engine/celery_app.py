@@ -125,17 +125,18 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
         # The run's outcome is committed in the ledger by now. The messages below are only
         # wake-ups: with the broker down they cannot be sent, and the sweepers send them later,
         # so a failure to send must not fail the task (the run is done either way).
+
+        def wake_later(seconds: float | None) -> None:
+            # The ledger already says when the run may go; this message is the wake-up for
+            # then. Should it be lost, the sweeper re-enqueues the run.
+            app.send_task(
+                TASK_NAME, args=[run_id], queue=app.conf.task_default_queue, countdown=seconds
+            )
+            service.ledger.mark_enqueued([run_id])
+
         try:
             if outcome.status == "retry":
-                # The ledger already says when the run may go again; this message is the
-                # wake-up for then. Should it be lost, the sweeper re-enqueues the run.
-                app.send_task(
-                    TASK_NAME,
-                    args=[run_id],
-                    queue=app.conf.task_default_queue,
-                    countdown=outcome.retry_in,
-                )
-                service.ledger.mark_enqueued([run_id])
+                wake_later(outcome.retry_in)
             if outcome.status == "released":
                 # Handed back by a worker shutting down: wake another one now (the takeover
                 # queue is consumed beside the backlog, not behind it).
@@ -147,11 +148,7 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
                     service.pending_deliveries(run_id)
                 )
             if outcome.status == "noop" and (wait := service.seconds_until_due(run_id)):
-                # Sent before it was due (a settle delay): the wake-up for when it is.
-                app.send_task(
-                    TASK_NAME, args=[run_id], queue=app.conf.task_default_queue, countdown=wait
-                )
-                service.ledger.mark_enqueued([run_id])
+                wake_later(wait)  # sent before it was due (a settle delay)
             if outcome.children:
                 # Chained runs committed with the result; the sweeper sends them if this fails.
                 enqueue_with(app, service.ledger)(list(outcome.children))
