@@ -114,14 +114,17 @@ class Expression:
     def evaluate(self, variables: Mapping[str, Any]) -> Any:
         """Evaluate against `variables`; any failure, or an estimate over the budget, becomes
         an `ExpressionError` that names the expression but never quotes the data."""
-        steps = self.estimated_steps(variables)
+        # Only the variables the expression reads go to the engine: it converts every value it
+        # is given, and a trigger such as `turn_count >= 2` need not pay for the turns.
+        used = {name: variables[name] for name in self.variables if name in variables}
+        steps = self.estimated_steps(used)
         if steps > self.budget:
             raise ExpressionError(
                 f"expression {self.source!r} would take about {steps:,} steps on this input, "
                 f"over the evaluation budget of {self.budget:,}; nest fewer macros"
             )
         try:
-            return self._program.execute(dict(variables))
+            return self._program.execute(used)
         except (RuntimeError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise ExpressionError(
                 f"expression {self.source!r} failed: {_failure_kind(exc)}"

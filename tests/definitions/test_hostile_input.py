@@ -285,6 +285,19 @@ def test_an_evaluation_over_the_budget_fails_with_a_reason_instead_of_running() 
     assert expression.holds({"turns": turns[:10]}) is True
 
 
+def test_the_budget_counts_only_the_variables_the_expression_reads() -> None:
+    """Only what the expression reads is given to the engine and weighed against the budget:
+    a trigger over the events is not refused for a long transcript it never looks at."""
+    expression = compile_expression(
+        "events.all(a, events.all(b, a.type == b.type))", limits=InputLimits(expression_budget=1000)
+    )
+    turns = [{"role": "user", "text": "x"}] * 100_000
+    events = [{"type": "tool_call"}] * 10
+    assert expression.holds({"turns": turns, "events": events}) is True
+    with pytest.raises(ExpressionError, match="evaluation budget"):
+        expression.holds({"turns": turns[:10], "events": events * 10})
+
+
 def test_a_failing_trigger_names_the_expression_not_the_data() -> None:
     spec = AnalyzerSpec.model_validate(
         {
