@@ -13,7 +13,11 @@ as the file says, so a ledger that has not been synced behaves as before the sto
 
 from __future__ import annotations
 
-from analyzers.procedures.store import ProceduralMemoryStore, StoreOutcome
+import threading
+import time
+from collections.abc import Callable
+
+from analyzers.procedures.store import ProceduralMemoryStore, StoreOutcome, StoredProcedure
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure
 from worker.catalog import Catalog
@@ -31,7 +35,51 @@ def procedures_for(
     """Every procedure a run on `conversation` may resolve from: the store's approved versions
     of its tenant (and of every tenant), and the file procedures the store does not know.
     Scope by agent and the choice of version are the snapshot's (`resolve_procedures`)."""
-    rows = store.list(tenant_id=conversation.tenant_id)
+    return _available(store.list(tenant_id=conversation.tenant_id), catalog)
+
+
+class TenantProcedureCache:
+    """`procedures_for`, reading each tenant's procedures from the store at most once every
+    `ttl_seconds` (0: every call).
+
+    The webhook intake plans runs for every delivery, and a tenant's procedures change when a
+    person reviews one: reading them from the database per delivery cost a round trip and a
+    third of the intake's CPU. A procedure approved elsewhere (the CLI, another process) is
+    used by runs recorded here within `ttl_seconds`; `clear()` after a change made in this
+    process applies it at once.
+    """
+
+    def __init__(
+        self,
+        store: ProceduralMemoryStore,
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._read: dict[str, tuple[float, list[StoredProcedure]]] = {}
+
+    def procedures_for(self, catalog: Catalog, conversation: Conversation) -> list[Procedure]:
+        tenant = conversation.tenant_id
+        now = self._clock()
+        with self._lock:
+            cached = self._read.get(tenant)
+        if cached is None or now - cached[0] >= self._ttl:
+            rows = self._store.list(tenant_id=tenant)
+            cached = (now, rows)
+            if self._ttl > 0:
+                with self._lock:
+                    self._read[tenant] = cached
+        return _available(cached[1], catalog)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._read.clear()
+
+
+def _available(rows: list[StoredProcedure], catalog: Catalog) -> list[Procedure]:
     known = {_key(row.procedure) for row in rows}
     stored = [row.procedure for row in rows if row.status == "approved"]
     return stored + [p for p in catalog.procedures if _key(p) not in known]

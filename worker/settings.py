@@ -131,6 +131,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1024, description="Largest request body `posthoc serve` reads."
     )
+    procedure_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="`posthoc serve`: how long a tenant's procedures read from the store are "
+        "reused when planning runs (a procedure approved elsewhere applies within this time; "
+        "0 reads them for every request).",
+    )
     health_port: int | None = Field(
         default=None,
         ge=1,

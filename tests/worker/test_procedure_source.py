@@ -15,7 +15,7 @@ from tests.analyzers.helpers import EXAMPLES, example_conversation
 from worker.catalog import Catalog
 from worker.intake import record
 from worker.ledger import Ledger
-from worker.procedure_source import sync_procedure_files
+from worker.procedure_source import TenantProcedureCache, procedures_for, sync_procedure_files
 
 
 @pytest.fixture
@@ -75,6 +75,62 @@ def test_a_rejection_in_the_store_keeps_the_files_procedure_out(
     # Syncing the unchanged file again does not bring it back.
     sync_procedure_files(ledger.procedures, catalog)
     assert snapshot_procedures(ledger, catalog, "v-3") == []
+
+
+class CountingStore:
+    """The ledger's procedure store, counting its reads."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.inner = ledger.procedures
+        self.reads = 0
+
+    def list(self, **filters: object) -> object:
+        self.reads += 1
+        return self.inner.list(**filters)  # type: ignore[arg-type]
+
+
+def test_the_tenant_cache_rereads_the_store_after_its_ttl_and_when_cleared(
+    ledger: Ledger, catalog: Catalog
+) -> None:
+    [stored] = [
+        o.stored
+        for o in sync_procedure_files(ledger.procedures, catalog)
+        if o.stored.name == "vendor_onboarding"
+    ]
+    conversation = example_conversation("vendor_onboarding")
+    counting = CountingStore(ledger)
+    now = [100.0]
+    cache = TenantProcedureCache(counting, ttl_seconds=5, clock=lambda: now[0])  # type: ignore[arg-type]
+    before = cache.procedures_for(catalog, conversation)
+    assert before == procedures_for(ledger.procedures, catalog, conversation)
+    assert "vendor_onboarding" in [p.name for p in before]
+    # A rejection elsewhere: within the TTL the cached copy is used, without a read...
+    ledger.procedures.reject(stored.id)
+    now[0] += 4.9
+    assert cache.procedures_for(catalog, conversation) == before
+    assert counting.reads == 1
+    # ...and once it has passed, the store is read again and the rejection applies.
+    now[0] += 0.1
+    after = cache.procedures_for(catalog, conversation)
+    assert [p.name for p in after] == [p.name for p in before if p.name != "vendor_onboarding"]
+    assert counting.reads == 2
+    # A change made in this process clears the cache: the next call reads at once.
+    cache.clear()
+    cache.procedures_for(catalog, conversation)
+    assert counting.reads == 3
+    # Another tenant has its own entry.
+    other = conversation.model_copy(update={"tenant_id": "someone_else"})
+    cache.procedures_for(catalog, other)
+    assert counting.reads == 4
+
+
+def test_a_zero_ttl_reads_the_store_every_time(ledger: Ledger, catalog: Catalog) -> None:
+    conversation = example_conversation("vendor_onboarding")
+    counting = CountingStore(ledger)
+    cache = TenantProcedureCache(counting, ttl_seconds=0)  # type: ignore[arg-type]
+    for _ in range(3):
+        cache.procedures_for(catalog, conversation)
+    assert counting.reads == 3
 
 
 def test_an_unsynced_ledger_still_uses_the_files(ledger: Ledger, catalog: Catalog) -> None:

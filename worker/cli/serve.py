@@ -71,6 +71,7 @@ def build_intake(settings: Settings) -> Intake:
         ),
         reviewer=reviewer_from_settings(settings, ledger.procedures),
         metrics_dir=settings.prometheus_multiproc_dir,
+        procedure_cache_seconds=settings.procedure_cache_seconds,
     )
 
 

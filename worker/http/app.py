@@ -44,7 +44,7 @@ from worker.ledger import Ledger, RunRecord
 from worker.ledger.bulk import RunsToRecord
 from worker.ledger.errors import LedgerError
 from worker.observability import metrics, tracing
-from worker.procedure_source import procedures_for
+from worker.procedure_source import TenantProcedureCache
 from worker.sinks.procedure_review import ProcedureReviewer
 
 log = structlog.get_logger("posthoc.http")
@@ -79,6 +79,8 @@ class Intake:
     max_batch: int = 64
     max_wait_seconds: float = 0.002
     commit_hooks: CommitHooks | None = None
+    procedure_cache_seconds: float = 5.0
+    """How long a tenant's procedures, read from the store, are reused when planning runs."""
 
 
 class BodyTooLarge(Exception):
@@ -134,6 +136,9 @@ class _Handlers:
             max_wait_seconds=intake.max_wait_seconds,
             hooks=intake.commit_hooks,
         )
+        self.procedures = TenantProcedureCache(
+            intake.ledger.procedures, intake.procedure_cache_seconds
+        )
 
     def _send(self, answers: Sequence[Answer]) -> None:
         """After a batch commits: its new runs to the broker, in one call (with tracing on, one
@@ -174,7 +179,8 @@ class _Handlers:
                 entry["signature"] = "invalid"
                 raise Problem(401, f"signature: {exc}") from None
             entry["signature"] = "valid"
-            # In a thread: matching reads the tenant's procedures from the procedure store.
+            # In a thread: planning reads the tenant's procedures from the store when its
+            # cached copy is older than `procedure_cache_seconds`.
             mapped, plans = await run_in_threadpool(self._map, body, headers, source)
             entry["event_type"] = mapped.event_type
             entry["event_id"] = mapped.event_id
@@ -224,7 +230,7 @@ class _Handlers:
         """The run plans, with snapshots resolving the procedure store's procedures (and the
         files'), as `worker.intake.record` plans them."""
         catalog = self.intake.catalog
-        available = procedures_for(self.intake.ledger.procedures, catalog, conversation)
+        available = self.procedures.procedures_for(catalog, conversation)
         return catalog.plan(conversation, analyzers, self.intake.max_attempts, available)
 
     @staticmethod
@@ -472,6 +478,7 @@ class _Handlers:
             headers=dict(request.headers),
             now=self.intake.clock,
         )
+        self.procedures.clear()  # a review here applies to the next delivery at once
         return JSONResponse(answer, status_code=status)
 
     async def metrics(self, _: Request) -> Response:
