@@ -112,6 +112,20 @@ def noop_app() -> Any:
     return Starlette(routes=[Route("/v1/webhooks/{source}", noop, methods=["POST"])])
 
 
+def serve_noop(sock: Any) -> None:
+    """A ceiling server process (spawned by `ServerProcesses`, as `posthoc serve` spawns its)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        "benchmarks.intake:noop_app",
+        factory=True,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
 def _serve(
     connection: Connection,
     mode: str,
@@ -121,10 +135,9 @@ def _serve(
     workers: int,
 ) -> None:
     import os
-    import socket
 
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
+    from worker.cli.serve import serve_on_socket
+    from worker.http.processes import ServerProcesses
 
     sources = {"bench": {"platform": "retell", "tenant": "acme", "secrets": [SECRET]}}
     # The server processes build the app from settings, as `posthoc serve --workers` does.
@@ -144,30 +157,10 @@ def _serve(
 
         with Ledger.from_url(database_url) as ledger:
             ledger.migrate()  # once, as `posthoc serve --workers` does
-    factory = (
-        "worker.cli.serve:app_from_settings" if mode == "intake" else "benchmarks.intake:noop_app"
-    )
-    config = uvicorn.Config(
-        factory,
-        factory=True,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-        log_config=None,
-    )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    connection.send(sock.getsockname()[1])
-    if workers > 1:
-        # uvicorn hands its processes the parent's stdin; multiprocessing left this process's
-        # stdin on a descriptor they do not inherit, so give it 0 again.
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        sys.stdin = os.fdopen(0)
-        sock.listen(config.backlog)
-        sock.set_inheritable(True)
-        Multiprocess(config, sockets=[sock]).run()
-    else:
-        uvicorn.Server(config).run(sockets=[sock])
+    # Both servers run as `posthoc serve --workers N` runs: N processes, each with its own
+    # socket on the port (SO_REUSEPORT), supervised by this one.
+    serve = serve_on_socket if mode == "intake" else serve_noop
+    ServerProcesses(serve, "127.0.0.1", 0, workers).run(ready=connection.send)
 
 
 @contextmanager

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from typing import TYPE_CHECKING, Annotated
 
+import structlog
 import typer
 
 from analyzers.errors import ConfigError
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from worker.http.app import Intake
+
+log = structlog.get_logger("posthoc.serve")
 
 SWITCH_INTERVAL_SECONDS = 0.001
 """How often the interpreter lets another thread run (default 5 ms). The event loop maps and
@@ -122,12 +126,33 @@ def serve(
     ensure_parent(settings.database_url)
     with Ledger.from_url(settings.database_url) as ledger:
         ledger.migrate()
-    uvicorn.run(
-        "worker.cli.serve:app_from_settings",
-        factory=True,
-        workers=workers,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
+    from worker.http.processes import ServerProcesses, reuse_port_available  # noqa: PLC0415
+
+    if not reuse_port_available():  # uvicorn's processes, sharing one socket
+        uvicorn.run(
+            "worker.cli.serve:app_from_settings",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+        )
+        return
+    try:
+        processes = ServerProcesses(serve_on_socket, host, port, workers)
+    except OSError as exc:
+        raise fail_usage(f"--host/--port: cannot listen on {host}:{port}: {exc}") from exc
+    processes.run(
+        ready=lambda bound: log.info("serve.listening", host=host, port=bound, workers=workers)
     )
+
+
+def serve_on_socket(sock: socket.socket) -> None:
+    """One process of `posthoc serve --workers N`: the app from settings, served on `sock`."""
+    import uvicorn  # noqa: PLC0415
+
+    config = uvicorn.Config(
+        "worker.cli.serve:app_from_settings", factory=True, log_config=None, access_log=False
+    )
+    uvicorn.Server(config).run(sockets=[sock])
