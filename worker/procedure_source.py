@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from analyzers.procedures.store import ProceduralMemoryStore, StoreOutcome, StoredProcedure
+from analyzers.procedures.store import ProceduralMemoryStore, StoredProcedure, StoreOutcome
 from schemas.conversation import Conversation
 from schemas.procedure import Procedure
 from worker.catalog import Catalog

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from worker.ledger import Ledger
-from worker.ledger._sql import upsert_insert
 from worker.ledger.bulk import RunsToRecord, record_many
+from worker.ledger.many_rows import insert_rows
 from worker.ledger.tables import webhook_deliveries
 
 deliveries = webhook_deliveries
@@ -152,7 +152,7 @@ class DeliveryWriter:
             answers[index] = Answer(200, answers[first].run_ids)
             logs.append(_as_duplicate(item.log, answers[index]))
         if logs:
-            connection.execute(sa.insert(deliveries), [entry.row() for entry in logs])
+            insert_rows(connection, deliveries, [entry.row() for entry in logs])
         return [answers[index] for index in range(len(items))]
 
 
@@ -166,19 +166,18 @@ def _claim(connection: Connection, accepts: Sequence[Accept]) -> dict[tuple[str,
     claims that held (the others were accepted before)."""
     if not accepts:
         return {}
-    inserted = connection.execute(
-        upsert_insert(connection, deliveries)
-        .on_conflict_do_nothing(
-            index_elements=["source", "event_id"],
-            # Literal, as the index is written: PostgreSQL infers the partial index from it.
-            index_where=sa.text(f"outcome = '{ACCEPTED}'"),
-        )
-        .returning(deliveries.c.id, deliveries.c.source, deliveries.c.event_id),
+    inserted = insert_rows(
+        connection,
+        deliveries,
         [
             {**item.log.row(), "status_code": 202, "outcome": ACCEPTED, "run_ids": None}
             for item in accepts
         ],
-    ).all()
+        skip_conflicts_on=["source", "event_id"],
+        # Literal, as the index is written: PostgreSQL infers the partial index from it.
+        conflict_where=f"outcome = '{ACCEPTED}'",
+        returning=(deliveries.c.id, deliveries.c.source, deliveries.c.event_id),
+    )
     return {(row.source, row.event_id): int(row.id) for row in inserted}
 
 

@@ -2,10 +2,11 @@
 
 What `save_conversation` and `record_runs` do one conversation at a time (about nine statements
 each), done for a whole batch in a handful: one INSERT for the new conversations, one for their
-first versions, one for the snapshots, one for the runs. The rules are the same: a conversation
-already stored (or seen earlier in the batch) goes through `save_conversation`, which locks its
-row while it picks a version; a run whose idempotency key exists returns that run with
-`created=False`. The caller owns the transaction: a batch commits whole or not at all.
+first versions, one for the snapshots, one for the runs (`insert_rows`: on PostgreSQL, one
+statement text whatever the batch size). The rules are the same: a conversation already stored
+(or seen earlier in the batch) goes through `save_conversation`, which locks its row while it
+picks a version; a run whose idempotency key exists returns that run with `created=False`. The
+caller owns the transaction: a batch commits whole or not at all.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from schemas import AnalysisResult, AnalyzerSnapshot, Conversation
-from worker.ledger._sql import RUN_COLUMNS, run_from_row, runs, upsert_insert
+from worker.ledger._sql import RUN_COLUMNS, run_from_row, runs
 from worker.ledger.conversations import save_conversation
 from worker.ledger.errors import LedgerError
+from worker.ledger.many_rows import insert_rows
 from worker.ledger.records import TRIGGERS, ConversationRef, RunPlan, RunRecord, Trigger
 from worker.ledger.tables import analyzer_snapshots, conversation_versions, conversations
 
@@ -94,12 +96,9 @@ def save_conversations(
         first.setdefault((item.tenant_id, item.conversation_id), index)
     refs: dict[int, ConversationRef] = {}
     if first:
-        inserted = connection.execute(
-            upsert_insert(connection, conversations)
-            .on_conflict_do_nothing(index_elements=["tenant_id", "conversation_id"])
-            .returning(
-                conversations.c.id, conversations.c.tenant_id, conversations.c.conversation_id
-            ),
+        inserted = insert_rows(
+            connection,
+            conversations,
             [
                 {
                     "tenant_id": prepared[i][0].tenant_id,
@@ -111,7 +110,13 @@ def save_conversations(
                 }
                 for i in first.values()
             ],
-        ).all()
+            skip_conflicts_on=["tenant_id", "conversation_id"],
+            returning=(
+                conversations.c.id,
+                conversations.c.tenant_id,
+                conversations.c.conversation_id,
+            ),
+        )
         created = {(row.tenant_id, row.conversation_id): int(row.id) for row in inserted}
         new = [(first[key], pk) for key, pk in created.items()]
         versions = _first_versions(connection, now, [(pk, *prepared[i][1:]) for i, pk in new])
@@ -139,10 +144,9 @@ def _first_versions(
     """Version 1 of each newly stored conversation: {conversation pk: version id}."""
     if not new:
         return {}
-    rows = connection.execute(
-        sa.insert(conversation_versions).returning(
-            conversation_versions.c.id, conversation_versions.c.conversation_pk
-        ),
+    rows = insert_rows(
+        connection,
+        conversation_versions,
         [
             {
                 "conversation_pk": pk,
@@ -153,7 +157,8 @@ def _first_versions(
             }
             for pk, payload, digest in new
         ],
-    ).all()
+        returning=(conversation_versions.c.id, conversation_versions.c.conversation_pk),
+    )
     return {int(row.conversation_pk): int(row.id) for row in rows}
 
 
@@ -169,10 +174,9 @@ def _save_snapshots(
     hashes = {key: snapshot.spec_hash() for key, snapshot in distinct.items()}
     by_hash = {hashes[key]: snapshot for key, snapshot in distinct.items()}
     if by_hash:
-        connection.execute(
-            upsert_insert(connection, analyzer_snapshots).on_conflict_do_nothing(
-                index_elements=["spec_hash"]
-            ),
+        insert_rows(
+            connection,
+            analyzer_snapshots,
             [
                 {
                     "spec_hash": spec_hash,
@@ -183,6 +187,7 @@ def _save_snapshots(
                 }
                 for spec_hash, snapshot in sorted(by_hash.items())
             ],
+            skip_conflicts_on=["spec_hash"],
         )
     return hashes
 
@@ -268,12 +273,9 @@ def _insert_runs(connection: Connection, rows: list[dict[str, Any]]) -> list[Run
     key is returned instead, `created=False`); the runs in the order of `rows`."""
     if not rows:
         return []
-    inserted = connection.execute(
-        upsert_insert(connection, runs)
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(*RUN_COLUMNS),
-        rows,
-    ).all()
+    inserted = insert_rows(
+        connection, runs, rows, skip_conflicts_on=["idempotency_key"], returning=RUN_COLUMNS
+    )
     found = {row.id: run_from_row(row, created=True) for row in inserted}
     taken = [row for row in rows if row["id"] not in found]
     if taken:
