@@ -13,6 +13,7 @@ from pathlib import Path
 import analyzers as analyzers_package
 from analyzers.definitions.chaining import chained_after, child_applies, with_parent_outputs
 from analyzers.definitions.checks import check_definitions
+from analyzers.definitions.expressions import conversation_variables
 from analyzers.definitions.loading import DefinitionSet, load_paths
 from analyzers.definitions.triggers import analyzer_applies
 from analyzers.definitions.versions import parse_selector, selector, version_key
@@ -140,6 +141,12 @@ class Catalog:
         # A chained analyzer runs after its parent (`after:`), not on conversations by itself,
         # unless it is asked for by name.
         chosen = [spec for spec in self.select(names) if names or spec.after is None]
+        # The variables trigger expressions see, built once for all of them.
+        variables = (
+            conversation_variables(conversation)
+            if any(spec.trigger.expression for spec in chosen)
+            else None
+        )
         for spec in chosen:
             if spec.input == "results":
                 plans.append(
@@ -151,7 +158,7 @@ class Catalog:
                     )
                 )
                 continue
-            decision = analyzer_applies(spec, conversation)
+            decision = analyzer_applies(spec, conversation, variables)
             plans.append(
                 RunPlan(
                     analyzer=spec.name,

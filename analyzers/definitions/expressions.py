@@ -190,7 +190,13 @@ def compile_expression(
     Names beginning with `system__` (platform dynamic variables) are always accepted. Macros
     nested deeper than `limits.max_expression_nesting` are refused.
     """
-    limits = active_limits(limits)
+    return _compile(source, None if known is None else frozenset(known), active_limits(limits))
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(source: str, known: frozenset[str] | None, limits: InputLimits) -> Expression:
+    # Triggers are compiled for every conversation planned: a handful of distinct expressions
+    # per process, each checked once (an Expression is immutable, so sharing it is safe).
     if len(source) > MAX_EXPRESSION_CHARS:
         raise ExpressionError(
             f"an expression of {len(source)} characters; at most {MAX_EXPRESSION_CHARS}"

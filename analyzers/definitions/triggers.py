@@ -6,7 +6,9 @@ Which procedures apply is decided in `analyzers.procedures.matching`.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from analyzers.definitions.expressions import (
     ExpressionError,
@@ -31,8 +33,13 @@ def sample_point(conversation_id: str, analyzer: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def analyzer_applies(spec: AnalyzerSpec, conversation: Conversation) -> Decision:
-    """Evaluate an analyzer's trigger against a conversation."""
+def analyzer_applies(
+    spec: AnalyzerSpec,
+    conversation: Conversation,
+    variables: Mapping[str, Any] | None = None,
+) -> Decision:
+    """Evaluate an analyzer's trigger against a conversation (`variables`: its
+    `conversation_variables`, when the caller has them already)."""
     trigger = spec.trigger
     c = conversation
     if trigger.outcomes:
@@ -49,7 +56,8 @@ def analyzer_applies(spec: AnalyzerSpec, conversation: Conversation) -> Decision
             return Decision(False, f"{what} {actual!r} is not one of {list(allowed)}")
     if trigger.expression is not None:
         try:
-            holds = compile_expression(trigger.expression).holds(conversation_variables(c))
+            expression = compile_expression(trigger.expression)
+            holds = expression.holds(conversation_variables(c) if variables is None else variables)
         except ExpressionError as exc:
             return Decision(False, f"trigger expression could not be evaluated: {exc}")
         if not holds:
