@@ -138,6 +138,9 @@ def _serve(
 
     from worker.cli.serve import serve_on_socket
     from worker.http.processes import ServerProcesses
+    from worker.observability.logging import configure_logging
+
+    configure_logging("warning", "json")  # the supervisor's own lines (children started)
 
     sources = {"bench": {"platform": "retell", "tenant": "acme", "secrets": [SECRET]}}
     # The server processes build the app from settings, as `posthoc serve --workers` does.

@@ -74,6 +74,12 @@ class TenantProcedureCache:
                     self._read[tenant] = cached
         return _available(cached[1], catalog)
 
+    def cached(self, tenant_id: str) -> bool:
+        """Whether `procedures_for` on this tenant would use its cached copy (no read)."""
+        with self._lock:
+            cached = self._read.get(tenant_id)
+        return cached is not None and self._clock() - cached[0] < self._ttl
+
     def clear(self) -> None:
         with self._lock:
             self._read.clear()

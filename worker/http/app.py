@@ -33,7 +33,14 @@ from analyzers.errors import ConfigError
 from schemas.conversation import Conversation
 from worker.catalog import Catalog
 from worker.http import store
-from worker.http.adapters import PLATFORMS, Ignored, MappingError, SignatureError, parse_payload
+from worker.http.adapters import (
+    PLATFORMS,
+    Ignored,
+    Mapped,
+    MappingError,
+    SignatureError,
+    parse_payload,
+)
 from worker.http.adapters.common import located_errors
 from worker.http.group_commit import CommitHooks, GroupCommit
 from worker.http.openapi import openapi_document
@@ -49,6 +56,8 @@ from worker.sinks.procedure_review import ProcedureReviewer
 
 log = structlog.get_logger("posthoc.http")
 MAX_BATCH = 1000
+INLINE_MAP_BYTES = 64 * 1024
+"""A webhook body up to this size is mapped on the event loop, a longer one in a thread."""
 MAX_INVOKE_TIMEOUT = 300.0
 FINISHED = ("succeeded", "failed", "skipped")
 
@@ -179,9 +188,16 @@ class _Handlers:
                 entry["signature"] = "invalid"
                 raise Problem(401, f"signature: {exc}") from None
             entry["signature"] = "valid"
-            # In a thread: planning reads the tenant's procedures from the store when its
-            # cached copy is older than `procedure_cache_seconds`.
-            mapped, plans = await run_in_threadpool(self._map, body, headers, source)
+            # A usual delivery maps and plans in a fraction of a millisecond: here, on the loop
+            # (a hand-off to a thread and back costs more). A long one, or one that must read
+            # the tenant's procedures from the store (not cached, or cached longer ago than
+            # `procedure_cache_seconds`), goes to a thread so the loop keeps serving.
+            small = len(body) <= INLINE_MAP_BYTES
+            mapped = (
+                self._mapped(body, headers, source)
+                if small
+                else await run_in_threadpool(self._mapped, body, headers, source)
+            )
             entry["event_type"] = mapped.event_type
             entry["event_id"] = mapped.event_id
             if isinstance(mapped, Ignored):
@@ -190,10 +206,15 @@ class _Handlers:
                     entry, 200, "ignored", f"event type {mapped.event_type[:100]!r}", []
                 )
                 return answer
+            conversation = mapped.conversation
+            if small and self.procedures.cached(conversation.tenant_id):
+                plans = self._plan(conversation, None)
+            else:
+                plans = await run_in_threadpool(self._plan, conversation, None)
             with tracing.span("posthoc.intake", trigger="webhook") as span:
                 accept = Accept(
                     self._log_entry(entry, 202, "accepted", None, []),
-                    RunsToRecord(mapped.conversation, plans, "webhook"),
+                    RunsToRecord(conversation, plans, "webhook"),
                     trace=tracing.headers(),
                 )
                 recorded = await self.writer.submit(accept)
@@ -207,13 +228,13 @@ class _Handlers:
             await self._log(entry, problem.status, outcome, problem.message, [])
             return problem.response()
 
-    def _map(
+    def _mapped(
         self, body: bytes, headers: dict[str, str], source: WebhookSource
-    ) -> tuple[Any, list[Any]]:
-        """Parse and map a verified body; the run plans when it maps to a conversation."""
+    ) -> Mapped | Ignored:
+        """The verified body parsed and mapped: the conversation, or the event ignored."""
         payload = parse_json(body)
         try:
-            mapped = parse_payload(
+            return parse_payload(
                 source.platform,
                 payload,
                 headers,
@@ -222,9 +243,6 @@ class _Handlers:
             )
         except MappingError as exc:
             raise Problem(422, str(exc), field=exc.field) from None
-        if isinstance(mapped, Ignored):
-            return mapped, []
-        return mapped, self._plan(mapped.conversation, None)
 
     def _plan(self, conversation: Conversation, analyzers: Sequence[str] | None) -> list[Any]:
         """The run plans, with snapshots resolving the procedure store's procedures (and the
