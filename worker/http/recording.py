@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from worker.ledger import Ledger
-from worker.ledger.bulk import RunsToRecord, record_many
+from worker.ledger.bulk import KnownSnapshots, RunsToRecord, record_many
 from worker.ledger.many_rows import insert_rows
 from worker.ledger.tables import webhook_deliveries
 
@@ -100,8 +100,16 @@ class DeliveryWriter:
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
+        self._snapshots = KnownSnapshots()
 
     def __call__(self, connection: Connection, items: Sequence[Delivery]) -> list[Answer]:
+        try:
+            return self._write(connection, items)
+        except Exception:
+            self._snapshots.forget()  # the batch rolls back: learn again from the database
+            raise
+
+    def _write(self, connection: Connection, items: Sequence[Delivery]) -> list[Answer]:
         answers: dict[int, Answer] = {}
         logs: list[LogEntry] = []
         claimants: dict[tuple[str, str], tuple[int, Accept]] = {}
@@ -122,7 +130,11 @@ class DeliveryWriter:
             logs.append(_as_duplicate(item.log, answers[index]))
         mine = [(index, item) for key, (index, item) in claimants.items() if key in claimed]
         recorded = record_many(
-            connection, self._ledger.now(), [item.runs for _, item in mine], mark_sent=True
+            connection,
+            self._ledger.now(),
+            [item.runs for _, item in mine],
+            mark_sent=True,
+            known_snapshots=self._snapshots,
         )
         updates = []
         for (index, item), done in zip(mine, recorded, strict=True):

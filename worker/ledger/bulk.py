@@ -63,15 +63,19 @@ def record_many(
     entries: Sequence[RunsToRecord],
     *,
     mark_sent: bool,
+    known_snapshots: KnownSnapshots | None = None,
 ) -> list[Recorded]:
     """Store every conversation and record its runs, in `entries` order.
+
+    `known_snapshots`: the caller's `KnownSnapshots`, kept across its batches (it must
+    `forget()` when a batch fails).
 
     `mark_sent`: the caller sends the created queued runs to the broker right after the commit,
     so record them as sent now (`enqueued_at`, `enqueue_count` 1), as `Ledger.mark_enqueued`
     would just before sending; a send that then fails leaves runs the sweeper sends again.
     """
     refs = save_conversations(connection, now, [entry.conversation for entry in entries])
-    hashes = _save_snapshots(connection, now, entries)
+    hashes = _save_snapshots(connection, now, entries, known_snapshots)
     rows: list[dict[str, Any]] = []
     for entry, ref in zip(entries, refs, strict=True):
         rows += _run_rows(entry, ref, now, hashes, mark_sent=mark_sent)
@@ -162,19 +166,64 @@ def _first_versions(
     return {int(row.conversation_pk): int(row.id) for row in rows}
 
 
+class KnownSnapshots:
+    """What one process has learnt about snapshots: each snapshot object's `spec_hash`, and the
+    hashes that are stored in the ledger, committed.
+
+    Run plans share snapshot objects (built once per analyzer and procedure set), so a busy
+    intake would hash, serialise and offer the same few snapshots (10-15 KB of JSON each) to
+    the database in every batch. A hash is known stored once an insert of it met the row
+    already there: ON CONFLICT waits for a concurrent insert of the same key, so a conflict
+    means a committed row, and snapshots are never deleted. `forget()` after a failed batch
+    (a restored or emptied database) makes the next batch offer them all again.
+    """
+
+    LIMIT = 1024
+
+    def __init__(self) -> None:
+        self._hashes: dict[int, tuple[AnalyzerSnapshot, str]] = {}
+        self.stored: set[str] = set()
+
+    def hash_of(self, snapshot: AnalyzerSnapshot) -> str:
+        known = self._hashes.get(id(snapshot))
+        if known is not None and known[0] is snapshot:
+            return known[1]
+        if len(self._hashes) >= self.LIMIT:
+            self._hashes.clear()
+        digest = snapshot.spec_hash()
+        # The snapshot is held with its hash, so its id cannot be reused by another object.
+        self._hashes[id(snapshot)] = (snapshot, digest)
+        return digest
+
+    def forget(self) -> None:
+        self._hashes.clear()
+        self.stored.clear()
+
+
 def _save_snapshots(
-    connection: Connection, now: datetime, entries: Sequence[RunsToRecord]
+    connection: Connection,
+    now: datetime,
+    entries: Sequence[RunsToRecord],
+    known: KnownSnapshots | None,
 ) -> dict[int, str]:
-    """Store each distinct snapshot of the batch once; {id(snapshot): spec_hash}."""
+    """Store each distinct snapshot of the batch once (none that `known` knows stored);
+    {id(snapshot): spec_hash}."""
     distinct: dict[int, AnalyzerSnapshot] = {}
     for entry in entries:
         for plan in entry.plans:
             if plan.snapshot is not None:
                 distinct.setdefault(id(plan.snapshot), plan.snapshot)
-    hashes = {key: snapshot.spec_hash() for key, snapshot in distinct.items()}
-    by_hash = {hashes[key]: snapshot for key, snapshot in distinct.items()}
+    hashes = {
+        key: known.hash_of(snapshot) if known else snapshot.spec_hash()
+        for key, snapshot in distinct.items()
+    }
+    by_hash = {
+        hashes[key]: snapshot
+        for key, snapshot in distinct.items()
+        if known is None or hashes[key] not in known.stored
+    }
     if by_hash:
-        insert_rows(
+        inserted = insert_rows(
             connection,
             analyzer_snapshots,
             [
@@ -188,7 +237,10 @@ def _save_snapshots(
                 for spec_hash, snapshot in sorted(by_hash.items())
             ],
             skip_conflicts_on=["spec_hash"],
+            returning=(analyzer_snapshots.c.spec_hash,),
         )
+        if known is not None:
+            known.stored.update(set(by_hash) - {row.spec_hash for row in inserted})
     return hashes
 
 

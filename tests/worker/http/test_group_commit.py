@@ -1,12 +1,14 @@
+# ruff: noqa: F811
 """Group commit of webhook deliveries: one transaction for many requests, dedupe on the event
 identity within a batch and across batches (the database's unique index, not a pre-read), and a
-failing item that fails alone while the rest of its batch is recorded."""
+failing item that fails alone while the rest of its batch is recorded. On SQLite and on
+PostgreSQL (the ledger fixtures of `tests/worker/ledger`)."""
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
 
@@ -16,13 +18,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.worker.http.payloads import retell_payload
+
+# The ledger tests' fixtures, so that `ledger` here is SQLite and PostgreSQL (emptied for each
+# test) rather than this directory's SQLite one. (Test functions naming `ledger` shadow the
+# import: that is how pytest fixtures are used, hence F811 off for this file.)
+from tests.worker.ledger.conftest import clock, database_url, ledger, postgres_url  # noqa: F401
 from worker.catalog import Catalog
 from worker.http.adapters import Mapped, parse_payload
 from worker.http.group_commit import CommitHooks, GroupCommit
 from worker.http.recording import Accept, Answer, Delivery, DeliveryWriter, LogEntry, LogOnly
 from worker.ledger import Ledger
 from worker.ledger.bulk import RunsToRecord
-from worker.ledger.tables import analysis_runs, conversations, webhook_deliveries
+from worker.ledger.tables import (
+    analysis_runs,
+    analyzer_snapshots,
+    conversations,
+    webhook_deliveries,
+)
 
 
 class Commits:
@@ -203,14 +215,51 @@ def test_a_failing_delivery_fails_alone_and_the_rest_of_its_batch_is_recorded(
     commits: Commits,
     sent: Sent,
 ) -> None:
+    # The database itself refuses this one conversation (as PostgreSQL refuses a NUL character
+    # in JSON): nothing in the code is patched.
+    dialect = ledger.engine.dialect.name
     with ledger.transaction() as connection:
-        # The database itself refuses this one conversation (as PostgreSQL refuses a NUL
-        # character in JSON): nothing in the code is patched.
-        connection.exec_driver_sql(
-            "CREATE TRIGGER refuse_poison BEFORE INSERT ON conversations "
-            "WHEN NEW.conversation_id = 'call-poison' "
-            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-        )
+        for statement in POISON_TRIGGER[dialect]:
+            connection.exec_driver_sql(statement)
+    try:
+        check_a_failing_delivery_fails_alone(writer, catalog, ledger, commits, sent)
+    finally:
+        with ledger.transaction() as connection:
+            for statement in POISON_TRIGGER_DROP[dialect]:
+                connection.exec_driver_sql(statement)
+
+
+POISON_TRIGGER = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON conversations "
+        "WHEN NEW.conversation_id = 'call-poison' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.conversation_id = 'call-poison' THEN "
+        "RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'check_violation'; END IF; "
+        "RETURN NEW; END $$",
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON conversations "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    ],
+}
+POISON_TRIGGER_DROP = {
+    "sqlite": ["DROP TRIGGER refuse_poison"],
+    "postgresql": [
+        "DROP TRIGGER refuse_poison ON conversations",
+        "DROP FUNCTION refuse_poison()",
+    ],
+}
+
+
+def check_a_failing_delivery_fails_alone(
+    writer: GroupCommit[Delivery, Answer],
+    catalog: Catalog,
+    ledger: Ledger,
+    commits: Commits,
+    sent: Sent,
+) -> None:
     items: list[Delivery] = [
         delivery(catalog, "call-good-1"),
         delivery(catalog, "call-poison"),
@@ -310,3 +359,40 @@ def test_any_mix_of_redeliveries_in_one_batch_records_each_event_once(
     )
     assert sum(row.outcome == "accepted" for row in log) == len(firsts)
     assert len(log) == len(mix)
+
+
+def snapshot_inserts(ledger: Ledger) -> tuple[list[str], Callable[..., None]]:
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO ANALYZER_SNAPSHOTS"):
+            statements.append(statement)
+
+    sa.event.listen(ledger.engine, "before_cursor_execute", seen)
+    return statements, seen
+
+
+def test_snapshots_known_to_be_stored_are_not_offered_again_until_a_batch_fails(
+    writer: GroupCommit[Delivery, Answer], catalog: Catalog, ledger: Ledger
+) -> None:
+    inserts, listener = snapshot_inserts(ledger)
+    try:
+        # The first batch stores the snapshots; the second meets them there (so they are
+        # known committed); the third offers none.
+        for batch in range(3):
+            submit_together(writer, [delivery(catalog, f"known-{batch}-{n}") for n in range(2)])
+        assert len(inserts) == 2
+        # The database loses them (restored from an older backup, say): the next batch fails
+        # on the foreign key, is written again delivery by delivery, and stores them again.
+        with ledger.engine.begin() as connection:
+            connection.execute(sa.delete(webhook_deliveries))
+            connection.execute(sa.delete(analysis_runs))
+            connection.execute(sa.delete(analyzer_snapshots))
+        answers = submit_together(writer, [delivery(catalog, f"after-{n}") for n in range(2)])
+    finally:
+        sa.event.remove(ledger.engine, "before_cursor_execute", listener)
+    assert [a.status for a in answers if isinstance(a, Answer)] == [202, 202]
+    stored = {row.spec_hash for row in rows(ledger, analyzer_snapshots)}
+    used = {row.spec_hash for row in rows(ledger, analysis_runs) if row.spec_hash}
+    assert used
+    assert used <= stored
