@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,11 @@ from tests.deploy.manifests import (
     render,
     systemd_unit,
 )
+from worker.catalog import Catalog
 from worker.cli import app as cli_app
 from worker.engine import broker_topology
 from worker.http.app import Intake, create_app
+from worker.ledger import Ledger
 from worker.settings import Settings
 
 K8S_VERSION = "1.33"
@@ -67,8 +70,15 @@ def cli_commands() -> set[str]:
 
 
 def serve_paths() -> set[str]:
-    app = create_app(Intake(ledger=None, catalog=None, enqueue=lambda _: None))  # type: ignore[arg-type]
-    return {route.path for route in app.routes if isinstance(route, Route)}
+    with tempfile.TemporaryDirectory() as folder:
+        ledger = Ledger.from_url(f"sqlite:///{folder}/ledger.sqlite3")
+        try:
+            app = create_app(
+                Intake(ledger=ledger, catalog=Catalog.from_specs([]), enqueue=lambda _: None)
+            )
+            return {route.path for route in app.routes if isinstance(route, Route)}
+        finally:
+            ledger.dispose()
 
 
 def assert_settings(env: dict[str, str], where: str) -> Settings:
