@@ -11,7 +11,9 @@ starts. The load client (asyncio, keep-alive connections) runs in this process a
 child processes, built from settings as `posthoc serve --workers N` builds them; on a 2-core
 machine they share the cores with PostgreSQL and Redis, so the ceiling is itself bounded by the
 client. Each figure is the median of 3 rounds; the machine's load average is printed before and
-after (on a shared machine it says how much of the cores the figures had).
+after (on a shared machine it says how much of the cores the figures had). Beside each rate is
+the server's CPU per request (its processes' user and system time over the requests), which
+hardly depends on what else the machine runs.
 
 Goal: at least 1,000 requests per second and at least 0.5 of the ceiling.
 
@@ -169,7 +171,8 @@ def _serve(
 @contextmanager
 def server(
     mode: str, database_url: str, broker_url: str, queue: str, workers: int
-) -> Iterator[int]:
+) -> Iterator[tuple[int, int]]:
+    """The server's port, and the pid of its supervising process."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     process = context.Process(
@@ -181,7 +184,8 @@ def server(
             raise RuntimeError("the benchmark server did not start")
         port = int(parent.recv())
         _wait_until_listening(port)
-        yield port
+        assert process.pid is not None
+        yield port, process.pid
     finally:
         process.terminate()
         process.join(10)
@@ -207,6 +211,7 @@ class Round:
     seconds: float
     latencies: list[float]
     statuses: dict[int, int]
+    server_cpu_seconds: float = 0.0
 
     @property
     def rps(self) -> float:
@@ -272,12 +277,22 @@ def measure(
     workers: int,
 ) -> list[Round]:
     rounds = []
-    with server(mode, database_url, broker_url, queue, workers) as port:
+    with server(mode, database_url, broker_url, queue, workers) as (port, pid):
         load(port, build_requests(min(count, 50), f"warm-{mode}"), connections)  # warm-up
         for number in range(ROUNDS):
             requests = build_requests(count, f"{mode}-{number}-{uuid.uuid4().hex[:6]}")
-            rounds.append(load(port, requests, connections))
+            before = _tree_cpu(pid)
+            measured = load(port, requests, connections)
+            measured.server_cpu_seconds = _tree_cpu(pid) - before
+            rounds.append(measured)
     return rounds
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds so far of the server: its supervisor and every process under it."""
+    from benchmarks.throughput import cpu_seconds, process_tree
+
+    return sum(cpu_seconds(each) for each in process_tree(pid))
 
 
 def writer_costs(
@@ -363,11 +378,15 @@ def report(name: str, rounds: list[Round]) -> float:
     rps = statistics.median(r.rps for r in rounds)
     p50 = statistics.median(percentile(r.latencies, 0.5) for r in rounds) * 1000
     p99 = statistics.median(percentile(r.latencies, 0.99) for r in rounds) * 1000
+    cpu = statistics.median(r.server_cpu_seconds / len(r.latencies) for r in rounds) * 1000
     statuses: dict[int, int] = {}
     for r in rounds:
         for status, n in r.statuses.items():
             statuses[status] = statuses.get(status, 0) + n
-    print(f"  {name:<34} {rps:8.0f} req/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   {statuses}")
+    print(
+        f"  {name:<34} {rps:8.0f} req/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   "
+        f"server CPU {cpu:5.2f} ms/req   {statuses}"
+    )
     return rps
 
 
