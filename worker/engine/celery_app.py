@@ -41,6 +41,7 @@ from celery import Celery, signals
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from worker.engine import broker_topology
+from worker.engine.collector import tune_for_worker
 from worker.engine.liveness import ConsumerWatch, Liveness
 from worker.observability import tracing
 from worker.observability.logging import say_from_signal_handler
@@ -292,6 +293,7 @@ def _get_service(app: Celery) -> Any:
             _service.enqueue = enqueue_with(app, _service.ledger, takeover=True)
             _service.start_sweeper()
             _service.start_delivery_sweeper(enqueue_deliveries_with(app, _service.deliverer.store))
+            tune_for_worker()  # the long-lived objects exist now: freeze them
         return _service
 
 
