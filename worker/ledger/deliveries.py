@@ -169,26 +169,38 @@ def record_outbox(
         return []
     # Two statements however many routes matched: which destinations are disabled, then one
     # insert of every delivery (a completion's round trips are the worker's hot path).
-    keys = {f"{row['sink']}:{row['destination']}" for row in rows.values()}
-    off = set(
-        connection.execute(
-            sa.select(disabled_destinations.c.destination).where(
-                disabled_destinations.c.destination.in_(keys)
-            )
-        ).scalars()
-    )
+    keys = sorted({f"{row['sink']}:{row['destination']}" for row in rows.values()})
+    off = set(connection.execute(_DISABLED_AMONG, {"keys": keys}).scalars())
     for row in rows.values():
         if row["status"] == "pending" and f"{row['sink']}:{row['destination']}" in off:
             row["status"], row["dead_reason"] = "dead", "destination_disabled"
             row["last_error"] = f"{row['sink']} destination is disabled"
-    inserted = connection.execute(
-        upsert_insert(connection, deliveries)
-        .values(list(rows.values()))
-        .on_conflict_do_nothing()
-        .returning(deliveries.c.id, deliveries.c.status)
-    ).all()
+    inserted = connection.execute(_new_deliveries(connection), list(rows.values())).all()
     new = {row.id for row in inserted if row.status == "pending"}
     return [delivery for delivery in rows if delivery in new]
+
+
+# The outbox's statements, built once (`record_outbox` runs in every completion): which of some
+# destinations are disabled, and the insert of a run's deliveries, sent as one multi-row
+# statement however many rows (SQLAlchemy's "insertmanyvalues" keeps RETURNING).
+_DISABLED_AMONG = sa.select(disabled_destinations.c.destination).where(
+    disabled_destinations.c.destination.in_(sa.bindparam("keys", expanding=True))
+)
+
+
+_NEW_DELIVERIES: dict[str, sa.Insert] = {}
+
+
+def _new_deliveries(connection: Connection) -> sa.Insert:
+    statement = _NEW_DELIVERIES.get(connection.dialect.name)
+    if statement is None:  # two threads may both build it: the same statement either way
+        statement = (
+            upsert_insert(connection, deliveries)
+            .on_conflict_do_nothing()
+            .returning(deliveries.c.id, deliveries.c.status)
+        )
+        _NEW_DELIVERIES[connection.dialect.name] = statement
+    return statement
 
 
 def claim(

@@ -8,7 +8,9 @@ row says who holds the lease; `run_attempts` keeps one row per claim for the his
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -32,14 +34,6 @@ from worker.ledger.tables import conversation_versions as versions
 from worker.ledger.tables import conversations, run_attempts
 
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
-
-
-def _claimable(now: datetime) -> sa.ColumnElement[bool]:
-    """Queued and due, or running under a lease that has run out."""
-    return sa.or_(
-        sa.and_(runs.c.status == "queued", runs.c.available_at <= now),
-        sa.and_(runs.c.status == "running", runs.c.lease_expires_at <= now),
-    )
 
 
 def claim(
@@ -68,14 +62,14 @@ def take(
     """
     if lease_seconds <= 0:
         raise ValueError(f"lease_seconds must be positive, got {lease_seconds!r}")
-    update = _claim_update(now, run_id, worker_id, lease_seconds)
+    params = _claim_params(now, run_id, worker_id, lease_seconds)
     if connection.dialect.name == "postgresql":
-        row = connection.execute(_claim_at_once(update, now, worker_id)).one_or_none()
+        row = connection.execute(_CLAIM_AT_ONCE, params).one_or_none()
         if row is None:
             return None
         payload = row.version_payload if row.version_payload is not None else row.payload
         return _claimed(row, run_id, worker_id, payload)
-    claimed = connection.execute(update).one_or_none()
+    claimed = connection.execute(_CLAIM_UPDATE, params).one_or_none()
     if claimed is None:
         return None
     if claimed.attempts > 1:  # a previous attempt still open here lost its lease silently
@@ -107,16 +101,45 @@ def take(
 _EXPIRED_PREFIX = "lease expired without a result; attempt "
 
 
-def _claim_update(now: datetime, run_id: str, worker_id: str, lease_seconds: float) -> sa.Update:
+def _claim_params(
+    now: datetime, run_id: str, worker_id: str, lease_seconds: float
+) -> dict[str, Any]:
+    """The values of one claim, for the statements below."""
+    return {
+        "claim_run_id": run_id,
+        "claim_now": now,
+        "claim_worker_id": worker_id,
+        "claim_lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "claim_went_to": f" went to {worker_id}",
+    }
+
+
+# The claim's statements are built once, with bound parameters (`_claim_params`), not per
+# claim: building a statement of this size and computing its cache key costs more CPU than
+# the round trip it makes.
+_NOW = sa.bindparam("claim_now", type_=runs.c.available_at.type)
+
+
+def _claim_update() -> sa.Update:
     return (
         sa.update(runs)
-        .where(runs.c.id == run_id, runs.c.attempts < runs.c.max_attempts, _claimable(now))
+        .where(
+            runs.c.id == sa.bindparam("claim_run_id", type_=runs.c.id.type),
+            runs.c.attempts < runs.c.max_attempts,
+            # Queued and due, or running under a lease that has run out.
+            sa.or_(
+                sa.and_(runs.c.status == "queued", runs.c.available_at <= _NOW),
+                sa.and_(runs.c.status == "running", runs.c.lease_expires_at <= _NOW),
+            ),
+        )
         .values(
             status="running",
-            lease_owner=worker_id,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            lease_owner=sa.bindparam("claim_worker_id", type_=runs.c.lease_owner.type),
+            lease_expires_at=sa.bindparam(
+                "claim_lease_expires_at", type_=runs.c.lease_expires_at.type
+            ),
             attempts=runs.c.attempts + 1,
-            started_at=now,
+            started_at=_NOW,
             swept_at=None,
         )
         .returning(
@@ -135,7 +158,7 @@ def _claim_update(now: datetime, run_id: str, worker_id: str, lease_seconds: flo
     )
 
 
-def _claim_at_once(update: sa.Update, now: datetime, worker_id: str) -> sa.Select[Any]:
+def _claim_at_once(update: sa.Update) -> sa.Select[Any]:
     """`update` with the attempt rows and the conversation read, as one PostgreSQL statement.
 
     The sub-statements see one snapshot: closing the earlier attempts (`attempt < new`) and
@@ -151,10 +174,12 @@ def _claim_at_once(update: sa.Update, now: datetime, worker_id: str) -> sa.Selec
         )
         .values(
             outcome="expired",
-            finished_at=now,
+            finished_at=_NOW,
             error_type="lease_expired",
             error_message=sa.func.concat(
-                _EXPIRED_PREFIX, claimed.c.attempts, f" went to {worker_id}"
+                _EXPIRED_PREFIX,
+                claimed.c.attempts,
+                sa.bindparam("claim_went_to", type_=run_attempts.c.error_message.type),
             ),
         )
         .cte("closed")
@@ -166,8 +191,8 @@ def _claim_at_once(update: sa.Update, now: datetime, worker_id: str) -> sa.Selec
             sa.select(
                 claimed.c.id,
                 claimed.c.attempts,
-                sa.literal(worker_id, run_attempts.c.worker_id.type),
-                sa.literal(now, run_attempts.c.started_at.type),
+                sa.bindparam("claim_worker_id", type_=run_attempts.c.worker_id.type),
+                sa.bindparam("claim_now", type_=run_attempts.c.started_at.type),
             ),
         )
         .cte("opened")
@@ -190,6 +215,10 @@ def _claim_at_once(update: sa.Update, now: datetime, worker_id: str) -> sa.Selec
         )
         .add_cte(closed, opened)
     )
+
+
+_CLAIM_UPDATE = _claim_update()
+_CLAIM_AT_ONCE = _claim_at_once(_CLAIM_UPDATE)
 
 
 def _claimed(row: Any, run_id: str, worker_id: str, payload: Any) -> ClaimedRun:
@@ -531,51 +560,28 @@ def _finish(
     values = {**values, "lease_owner": None, "lease_expires_at": None}
     if values["status"] != "queued":
         values["finished_at"] = now
-    if spent is not None:
-        values |= _summed_spend(*spent)
-    finishing = (
-        sa.update(runs)
-        .where(runs.c.id == run_id, holds_lease(worker_id, attempt))
-        .values(values)
-        .returning(runs.c.id, runs.c.attempts, runs.c.spec_hash)
-    )
-    closing = {
-        "outcome": outcome,
-        "finished_at": now,
-        "error_type": error_type,
-        "error_message": message,
+    params: dict[str, Any] = {
+        "finish_run_id": run_id,
+        "finish_worker_id": worker_id,
+        "finish_attempt": attempt,
+        "finish_outcome": outcome,
+        "finish_now": now,
+        "finish_error_type": error_type,
+        "finish_message": message,
     }
-    row = run_attempts.c
-    update: dict[str, Any] = {
-        name: sa.case((row.outcome.is_(None), sa.literal(value, row[name].type)), else_=row[name])
-        for name, value in closing.items()
-    }
+    params.update({f"finish_set_{name}": value for name, value in values.items()})
     if spent is not None:
         usage, cost_usd = spent
-        update |= {name: getattr(usage, name) for name in _USAGE_COLUMNS}
-        update["cost_usd"] = cost_usd
+        params.update({f"finish_spent_{name}": getattr(usage, name) for name in _USAGE_COLUMNS})
+        params["finish_spent_cost_usd"] = cost_usd
+    statements = _finish_statements(tuple(values), attempt is not None, spent is not None)
     if connection.dialect.name == "postgresql":
-        # One statement: the attempt row's update reads the run's new attempt number from the
-        # CTE. (Its subqueries over run_attempts see the snapshot before this statement, which
-        # is what `_summed_spend` wants: the other attempts.)
-        finished_cte = finishing.cte("finished")
-        closed = (
-            sa.update(run_attempts)
-            .where(row.run_id == finished_cte.c.id, row.attempt == finished_cte.c.attempts)
-            .values(update)
-            .cte("closed")
-        )
-        finished = connection.execute(
-            sa.select(finished_cte.c.attempts, finished_cte.c.spec_hash).add_cte(closed)
-        ).one_or_none()
+        finished = connection.execute(statements.at_once, params).one_or_none()
     else:
-        finished = connection.execute(finishing).one_or_none()
+        finished = connection.execute(statements.finishing, params).one_or_none()
         if finished is not None:
-            connection.execute(
-                sa.update(run_attempts)
-                .where(row.run_id == run_id, row.attempt == finished.attempts)
-                .values(update)
-            )
+            params["finish_closed_attempt"] = finished.attempts
+            connection.execute(statements.closing, params)
     if finished is None:
         _note_lease_lost(connection, now, run_id, worker_id, attempt, action)
     return finished
@@ -589,18 +595,91 @@ _USAGE_COLUMNS = (
 )
 
 
-def _summed_spend(usage: Usage, cost_usd: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _FinishStatements:
+    """One shape of `_finish`, built once with bound parameters (the `finish_*` names)."""
+
+    finishing: sa.Update
+    """The run's row: `values` set and the lease released, if it is held."""
+    closing: sa.Update
+    """The attempt row, once `finishing` said which attempt it was."""
+    at_once: sa.Select[Any]
+    """Both in one statement (PostgreSQL): the attempt row's update reads the run's new
+    attempt number from the CTE. (Its subqueries over run_attempts see the snapshot before
+    this statement, which is what `_summed_spend` wants: the other attempts.)"""
+
+
+@functools.lru_cache(maxsize=64)
+def _finish_statements(columns: tuple[str, ...], pinned: bool, spent: bool) -> _FinishStatements:
+    """The statements that set `columns` on a run (and, with `spent`, its spend), fenced on the
+    lease and, when `pinned`, on the attempt. Built once per shape: building them and computing
+    their cache keys per completion cost more CPU than the round trip."""
+    held = [
+        runs.c.id == sa.bindparam("finish_run_id", type_=runs.c.id.type),
+        runs.c.status == "running",
+        runs.c.lease_owner == sa.bindparam("finish_worker_id", type_=runs.c.lease_owner.type),
+    ]
+    if pinned:
+        held.append(runs.c.attempts == sa.bindparam("finish_attempt", type_=runs.c.attempts.type))
+    sets: dict[str, Any] = {
+        name: sa.bindparam(f"finish_set_{name}", type_=runs.c[name].type) for name in columns
+    }
+    if spent:
+        sets |= _summed_spend()
+    finishing = (
+        sa.update(runs)
+        .where(*held)
+        .values(sets)
+        .returning(runs.c.id, runs.c.attempts, runs.c.spec_hash)
+    )
+    row = run_attempts.c
+    closing_values = {
+        "outcome": "finish_outcome",
+        "finished_at": "finish_now",
+        "error_type": "finish_error_type",
+        "error_message": "finish_message",
+    }
+    update: dict[str, Any] = {
+        name: sa.case(
+            (row.outcome.is_(None), sa.bindparam(param, type_=row[name].type)), else_=row[name]
+        )
+        for name, param in closing_values.items()
+    }
+    if spent:
+        update |= {
+            name: sa.bindparam(f"finish_spent_{name}", type_=row[name].type)
+            for name in (*_USAGE_COLUMNS, "cost_usd")
+        }
+    closing = (
+        sa.update(run_attempts)
+        .where(
+            row.run_id == sa.bindparam("finish_run_id", type_=row.run_id.type),
+            row.attempt == sa.bindparam("finish_closed_attempt", type_=row.attempt.type),
+        )
+        .values(update)
+    )
+    finished = finishing.cte("finished")
+    closed = (
+        sa.update(run_attempts)
+        .where(row.run_id == finished.c.id, row.attempt == finished.c.attempts)
+        .values(update)
+        .cte("closed")
+    )
+    at_once = sa.select(finished.c.attempts, finished.c.spec_hash).add_cte(closed)
+    return _FinishStatements(finishing, closing, at_once)
+
+
+def _summed_spend() -> dict[str, Any]:
     """The run's spend columns as the sums over its other attempts plus this one's figures
-    (`runs.attempts` is the attempt being finished: `holds_lease` pins it)."""
+    (the `finish_spent_*` parameters; `runs.attempts` is the attempt being finished: the lease
+    fence pins it)."""
     others = sa.and_(run_attempts.c.run_id == runs.c.id, run_attempts.c.attempt != runs.c.attempts)
-    figures: dict[str, float | int] = {name: getattr(usage, name) for name in _USAGE_COLUMNS}
-    figures["cost_usd"] = cost_usd
     return {
         name: sa.func.coalesce(
             sa.select(sa.func.sum(run_attempts.c[name])).where(others).scalar_subquery(), 0
         )
-        + sa.literal(value, runs.c[name].type)
-        for name, value in figures.items()
+        + sa.bindparam(f"finish_spent_{name}", type_=runs.c[name].type)
+        for name in (*_USAGE_COLUMNS, "cost_usd")
     }
 
 
