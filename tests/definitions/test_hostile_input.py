@@ -298,6 +298,12 @@ def test_the_budget_counts_only_the_variables_the_expression_reads() -> None:
         expression.holds({"turns": turns[:10], "events": events * 10})
 
 
+def test_an_expression_that_does_not_compile_fails_every_time() -> None:
+    for _ in range(2):  # compiled expressions are kept; a failure is not
+        with pytest.raises(ExpressionError, match="not valid CEL"):
+            compile_expression("turns.all(")
+
+
 def test_a_failing_trigger_names_the_expression_not_the_data() -> None:
     spec = AnalyzerSpec.model_validate(
         {
