@@ -7,7 +7,8 @@ model accepts.
 The SDK sends the request (auth, headers, connection pool, HTTP status errors), but the stream is
 read from its raw bytes by `analyzers.model.sse`, not through the SDK's per-event models: the same
 request bytes and headers as `client.messages.stream(...)`, the same accumulated message, a
-fraction of the CPU. The body is serialized here, once, with the SDK's own JSON settings and
+fraction of the CPU. The SDK prepares a client's request headers and URL once
+(`_PreparedPost`), not per request, where nothing can change them between requests. The body is serialized here, once, with the SDK's own JSON settings and
 `messages.stream`'s key order, so the SDK does not walk and copy it again per request.
 Assistant content comes back as the API sent it (keys as received, nulls dropped, like the SDK's
 `to_param()`), so thinking signatures and redacted thinking go back exactly as received.
@@ -237,6 +238,88 @@ def _request_params(request: ModelRequest) -> dict[str, Any]:
     return params
 
 
+def _stream_options(client: anthropic.AsyncAnthropic) -> dict[str, Any]:
+    """Request options: `messages.stream`'s headers and, where the client sends no idempotency
+    header (the Anthropic API has none), a fixed key, which only spares the SDK a `uuid4()` per
+    request it would never send."""
+    options: dict[str, Any] = {"headers": _STREAM_HEADERS}
+    if client._idempotency_header is None:  # checked: the key stays unsent
+        options["idempotency_key"] = "unsent"
+    return options
+
+
+@dataclass(frozen=True)
+class _PreparedPost:
+    """One client's `POST /v1/messages` stream request, prepared by the SDK once.
+
+    Per request, `client.post` builds a pydantic options model, copies it twice, merges the
+    default, platform, auth and stream headers and the URL, and wraps the response: about as
+    much CPU as sending the request and reading its stream. None of it depends on the body. So
+    the SDK builds the headers, URL and timeout once (`of`), and each request is built from them
+    by the client's own HTTP client (`build_request`, as the SDK calls it: cookies and the HTTP
+    client's headers merged the same way), sent, and its failures translated as the SDK does:
+    the same request bytes, the same errors. A client with anything that can change a request
+    per call (middleware, tracing, custom auth such as OAuth tokens, a request hook, default
+    query parameters) is not prepared and goes through `client.post`.
+    """
+
+    url: httpx2.URL
+    headers: httpx2.Headers
+    timeout: Any
+
+    @classmethod
+    async def of(cls, client: anthropic.AsyncAnthropic) -> _PreparedPost | None:
+        """What the SDK would send for every stream request of `client`; None if it may vary."""
+        base = anthropic._base_client.AsyncAPIClient
+        if (
+            client._tracer is not None
+            or client._middleware
+            or client.custom_auth is not None
+            or client.default_query
+            or type(client)._prepare_request is not base._prepare_request
+        ):
+            return None
+        if client._platform is None:  # as `client.request` does, off the loop
+            client._platform = await asyncio.to_thread(anthropic._base_client.get_platform)
+        options = anthropic._models.FinalRequestOptions.construct(
+            method="post", url="/v1/messages", content=b"", **_stream_options(client)
+        )
+        options = await client._prepare_options(options)
+        url = client._prepare_url(options.url)
+        if "_" in url.host or url.query:  # the SDK adjusts these per request
+            return None
+        timeout = options.timeout
+        if isinstance(timeout, anthropic.NotGiven):
+            timeout = client.timeout
+        return cls(url, client._build_headers(options, retries_taken=0), timeout)
+
+    async def send(self, client: anthropic.AsyncAnthropic, body: bytes) -> httpx2.Response:
+        """Send `body`; the unread 2xx response, or the SDK's status error (connection
+        failures as its `APITimeoutError` / `APIConnectionError`)."""
+        http = client._client
+        request = http.build_request(
+            headers=self.headers,
+            timeout=self.timeout,
+            method="post",
+            url=self.url,
+            params=None,
+            content=body,
+            files=None,
+        )
+        try:
+            response = await http.send(request, stream=True)
+        except httpx2.TimeoutException as error:
+            raise anthropic.APITimeoutError(request=request) from error
+        except anthropic.AnthropicError:
+            raise
+        except Exception as error:
+            raise anthropic.APIConnectionError(request=request) from error
+        if not response.is_success:
+            await response.aread()  # the error's message is in the body
+            raise client._make_status_error_from_response(response) from None
+        return response
+
+
 class AnthropicModel:
     """`ModelClient` over an `anthropic.AsyncAnthropic` built with `max_retries=0`."""
 
@@ -267,6 +350,8 @@ class AnthropicModel:
         if not self._clients:
             raise ValueError("AnthropicModel needs at least one client")
         self._next_client = itertools.cycle(self._clients)
+        self._prepared: dict[int, _PreparedPost | None] = {}
+        """Per client (by id): its prepared stream request, or None where it cannot be."""
         self._max_attempts = max_call_attempts
         self._sleep = sleep
         self._clock = clock
@@ -333,19 +418,7 @@ class AnthropicModel:
         try:
             async with asyncio.timeout(None) as timer:
                 arm(timer)
-                # `cast_to=httpx2.Response` makes the SDK hand back the unread 2xx response
-                # (`_process_response`); an error status is raised as the SDK's status error.
-                response = cast(
-                    httpx2.Response,
-                    await client.post(
-                        "/v1/messages",
-                        cast_to=httpx2.Response,
-                        content=body,
-                        options=cast(Any, self._options(client)),
-                        stream=True,
-                        stream_cls=anthropic.AsyncStream[Any],
-                    ),
-                )
+                response = await self._post(client, body)
                 message = await _read_stream(client, response, lambda: arm(timer))
         except TimeoutError as error:
             if not timer.expired():
@@ -359,15 +432,27 @@ class AnthropicModel:
             raise _IncompleteStream(f"stream of {message.id!r} ended without a stop reason")
         return message
 
-    @staticmethod
-    def _options(client: anthropic.AsyncAnthropic) -> dict[str, Any]:
-        """Request options: `messages.stream`'s headers and, where the client sends no
-        idempotency header (the Anthropic API has none), a fixed key, which only spares the SDK
-        a `uuid4()` per request it would never send."""
-        options: dict[str, Any] = {"headers": _STREAM_HEADERS}
-        if client._idempotency_header is None:  # checked: the key stays unsent
-            options["idempotency_key"] = "unsent"
-        return options
+    async def _post(self, client: anthropic.AsyncAnthropic, body: bytes) -> httpx2.Response:
+        """Send the stream request; the unread 2xx response, or the SDK's status error."""
+        key = id(client)  # the clients live as long as this model
+        if key not in self._prepared:
+            self._prepared[key] = await _PreparedPost.of(client)
+        prepared = self._prepared[key]
+        if prepared is not None:
+            return await prepared.send(client, body)
+        # `cast_to=httpx2.Response` makes the SDK hand back the unread 2xx response
+        # (`_process_response`); an error status is raised as the SDK's status error.
+        return cast(
+            httpx2.Response,
+            await client.post(
+                "/v1/messages",
+                cast_to=httpx2.Response,
+                content=body,
+                options=cast(Any, _stream_options(client)),
+                stream=True,
+                stream_cls=anthropic.AsyncStream[Any],
+            ),
+        )
 
     async def _count_once(self, request: ModelRequest) -> anthropic.types.MessageTokensCount:
         left = self._time_left(request)

@@ -411,6 +411,74 @@ def test_the_adapter_sends_the_bytes_and_headers_of_messages_stream(request: Mod
     assert json.loads(ours.content)["stream"] is True
 
 
+def capture_second(
+    send: Callable[[anthropic.AsyncAnthropic], Any],
+    client_class: type[anthropic.AsyncAnthropic] = anthropic.AsyncAnthropic,
+) -> httpx2.Request:
+    """The second request `send(client)` makes on one client, after a first response that
+    set a cookie (the HTTP client sends it back from then on)."""
+    seen: list[httpx2.Request] = []
+    raw, _ = wire(FakeReply([]))
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        headers = {"content-type": "text/event-stream", "set-cookie": f"visit={len(seen)}"}
+        return httpx2.Response(200, content=raw, headers=headers)
+
+    async def main() -> None:
+        http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+        client = client_class(
+            api_key="k", base_url="http://api.test", max_retries=0, http_client=http
+        )
+        try:
+            await send(client)
+            await send(client)
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+    _, second = seen
+    return second
+
+
+def one_model() -> Callable[[anthropic.AsyncAnthropic], Any]:
+    """`complete(PLAIN)` on one adapter per client, built on its first call."""
+    models: dict[int, AnthropicModel] = {}
+
+    def send(client: anthropic.AsyncAnthropic) -> Any:
+        model = models.setdefault(id(client), AnthropicModel(client))
+        return model.complete(PLAIN)
+
+    return send
+
+
+def test_later_requests_on_a_client_still_send_what_messages_stream_sends() -> None:
+    ours = capture_second(one_model())
+    sdks = capture_second(lambda client: via_sdk_stream(client, PLAIN))
+
+    assert ours.content == sdks.content
+    assert ours.url == sdks.url
+    assert list(ours.headers.items()) == list(sdks.headers.items())
+    assert ours.headers["cookie"] == "visit=1"
+
+
+class SignedClient(anthropic.AsyncAnthropic):
+    """A client whose request hook adds a header per request (as a signing client would)."""
+
+    signed = 0
+
+    async def _prepare_request(self, request: httpx2.Request) -> None:
+        SignedClient.signed += 1
+        request.headers["x-signature"] = str(SignedClient.signed)
+
+
+def test_a_client_that_changes_each_request_is_not_prepared_once() -> None:
+    second = capture_second(one_model(), SignedClient)
+
+    assert second.headers["x-signature"] == str(SignedClient.signed)
+    assert SignedClient.signed >= 2
+
+
 # -- a connection that drops in the middle of an event ------------------------------------------
 
 
