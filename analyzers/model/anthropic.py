@@ -259,8 +259,8 @@ class _PreparedPost:
     by the client's own HTTP client (`build_request`, as the SDK calls it: cookies and the HTTP
     client's headers merged the same way), sent, and its failures translated as the SDK does:
     the same request bytes, the same errors. A client with anything that can change a request
-    per call (middleware, tracing, custom auth such as OAuth tokens, a request hook, default
-    query parameters) is not prepared and goes through `client.post`.
+    per call (middleware, custom auth such as OAuth tokens, a request hook, default query
+    parameters) is not prepared and goes through `client.post`.
     """
 
     url: httpx2.URL
@@ -270,10 +270,11 @@ class _PreparedPost:
     @classmethod
     async def of(cls, client: anthropic.AsyncAnthropic) -> _PreparedPost | None:
         """What the SDK would send for every stream request of `client`; None if it may vary."""
+        # No tracing condition: the SDK traces calls of its methods (a span name in the
+        # options), and `client.post` of a path has none, so it never made a span here.
         base = anthropic._base_client.AsyncAPIClient
         if (
-            client._tracer is not None
-            or client._middleware
+            client._middleware
             or client.custom_auth is not None
             or client.default_query
             or type(client)._prepare_request is not base._prepare_request
