@@ -197,10 +197,17 @@ class Catalog:
 
     def companions(self, spec: AnalyzerSpec, conversation: Conversation) -> list[AnalyzerSpec]:
         """The other analyzers that run on this conversation (they share its cached prompt)."""
-        return [
+        others = [
             other
             for other in self.analyzers.values()
-            if other.name != spec.name
-            and other.input == "conversation"
-            and analyzer_applies(other, conversation).applies
+            if other.name != spec.name and other.input == "conversation"
+        ]
+        # The variables trigger expressions see, built once for all of them (every run).
+        variables = (
+            conversation_variables(conversation)
+            if any(other.trigger.expression for other in others)
+            else None
+        )
+        return [
+            other for other in others if analyzer_applies(other, conversation, variables).applies
         ]

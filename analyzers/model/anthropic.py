@@ -8,8 +8,9 @@ The SDK sends the request (auth, headers, connection pool, HTTP status errors), 
 read from its raw bytes by `analyzers.model.sse`, not through the SDK's per-event models: the same
 request bytes and headers as `client.messages.stream(...)`, the same accumulated message, a
 fraction of the CPU. The SDK prepares a client's request headers and URL once
-(`_PreparedPost`), not per request, where nothing can change them between requests. The body is serialized here, once, with the SDK's own JSON settings and
-`messages.stream`'s key order, so the SDK does not walk and copy it again per request.
+(`_PreparedPost`), not per request, where nothing can change them between requests. The body
+is serialized here, once, with the SDK's own JSON settings and `messages.stream`'s key order,
+so the SDK does not walk and copy it again per request.
 Assistant content comes back as the API sent it (keys as received, nulls dropped, like the SDK's
 `to_param()`), so thinking signatures and redacted thinking go back exactly as received.
 

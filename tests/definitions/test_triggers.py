@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from analyzers.definitions.expressions import conversation_variables
 from analyzers.definitions.triggers import analyzer_applies
 from schemas import AnalyzerSpec, Conversation
 from schemas.conversation import outcome_key
@@ -84,3 +85,14 @@ def test_expression_on_missing_times_is_false_not_an_error() -> None:
     assert not decision.applies
     holds = analyzer_applies(spec(expression="turn_count == 1"), minimal())
     assert holds.applies
+
+
+@pytest.mark.parametrize("expression", ["turn_count >= 1", "turn_count >= 2", "metadata.x == 1"])
+def test_variables_made_once_for_several_triggers_decide_the_same(expression: str) -> None:
+    conversation = minimal()
+    variables = conversation_variables(conversation)
+
+    for analyzer in (spec(expression=expression), spec(channels=["chat"])):
+        assert analyzer_applies(analyzer, conversation, variables) == analyzer_applies(
+            analyzer, conversation
+        )
