@@ -34,6 +34,16 @@ from worker.sinks.procedure_review import reviewer_from_settings
 log = structlog.get_logger("posthoc.learning")
 
 
+def may_propose(spec: AnalyzerSpec, result: AnalysisResult) -> bool:
+    """Whether `result` can hold candidates at all (a succeeded run of an analyzer with a
+    `procedure_candidate` output that recorded something): a cheap check, so the runs of
+    every other analyzer skip `learn_from_result` and its thread."""
+    return result.status == "succeeded" and any(
+        output.model == CANDIDATE_MODEL and result.outputs.get(output.name)
+        for output in spec.outputs
+    )
+
+
 def candidates_in(spec: AnalyzerSpec, result: AnalysisResult) -> Iterable[Procedure]:
     """The learned procedures a succeeded result proposes (its `procedure_candidate` outputs)."""
     if result.status != "succeeded":

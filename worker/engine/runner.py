@@ -34,7 +34,7 @@ from schemas.procedure import Procedure
 from schemas.result import AnalysisResult
 from schemas.usage import Usage
 from worker.catalog import Catalog
-from worker.engine.learning import learn_from_result
+from worker.engine.learning import learn_from_result, may_propose
 from worker.engine.lease_keeper import LeaseKeeper
 from worker.engine.results_reader import LedgerResultsReader, ResultsSelection
 from worker.ledger import ClaimedRun, Ledger, RunPlan, SnapshotNotFound
@@ -259,6 +259,8 @@ class Engine:
         self, spec: AnalyzerSpec, result: AnalysisResult, conversation: Conversation
     ) -> None:
         """Store what a `procedure_capture` run proposes and ask for its review."""
+        if not may_propose(spec, result):
+            return
         learned = await asyncio.to_thread(
             learn_from_result, self.ledger.procedures, spec, result, conversation
         )
@@ -276,8 +278,13 @@ class Engine:
     ) -> tuple[AnalyzerSpec, tuple[Procedure, ...]] | str:
         """The analyzer and procedures this run executes, or why there are none (a message)."""
         if claimed.spec_hash is not None:
+            # Almost always in this process's cache: read it there, without a thread.
+            snapshot = self.ledger.remembered_snapshot(claimed.spec_hash)
             try:
-                snapshot = await asyncio.to_thread(self.ledger.cached_snapshot, claimed.spec_hash)
+                if snapshot is None:
+                    snapshot = await asyncio.to_thread(
+                        self.ledger.cached_snapshot, claimed.spec_hash
+                    )
             except SnapshotNotFound as exc:
                 return str(exc)
             return snapshot.spec, tuple(snapshot.procedures)

@@ -147,6 +147,11 @@ class Ledger:
         with self._read() as connection:
             return snapshots.get_snapshot(connection, spec_hash)
 
+    def remembered_snapshot(self, spec_hash: str) -> AnalyzerSnapshot | None:
+        """The snapshot if this process's cache holds it (no database: safe on an event
+        loop), else None."""
+        return snapshots.remembered_snapshot(spec_hash)
+
     def cached_snapshot(self, spec_hash: str) -> AnalyzerSnapshot:
         """`get_snapshot`, from this process's cache when it holds it (snapshots never change:
         their key is their content's hash)."""
