@@ -143,10 +143,11 @@ def create_celery(settings: Settings, *, liveness: Liveness | None = None) -> Ce
                 # queue is consumed beside the backlog, not behind it).
                 enqueue_with(app, service.ledger, takeover=True)([run_id])
             if outcome.status in {"succeeded", "failed"}:
-                # The outbox rows committed with the result; wake their deliveries now (the
-                # delivery sweeper finds them anyway should these messages be lost).
-                enqueue_deliveries_with(app, service.deliverer.store, trace=outcome.trace)(
-                    service.pending_deliveries(run_id)
+                # The outbox rows committed with the result; wake their deliveries now (marked
+                # woken first, in one statement; the delivery sweeper finds them anyway should
+                # these messages be lost).
+                enqueue_deliveries_with(app, trace=outcome.trace)(
+                    service.wake_pending_deliveries(run_id)
                 )
             if outcome.status == "noop" and (wait := service.seconds_until_due(run_id)):
                 wake_later(wait)  # sent before it was due (a settle delay)

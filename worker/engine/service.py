@@ -36,7 +36,6 @@ from worker.settings import Settings, tool_secrets
 from worker.sinks.delivery import (
     Deliverer,
     DeliveryOutcome,
-    pending_for_run,
     routes_from_catalog,
 )
 
@@ -223,8 +222,9 @@ class WorkerService:
         """One delivery attempt (a Celery pool thread); a retry is parked in the ledger."""
         return self.deliverer.deliver(delivery_id)
 
-    def pending_deliveries(self, run_id: str) -> list[str]:
-        return pending_for_run(self.deliverer.store, run_id)
+    def wake_pending_deliveries(self, run_id: str) -> list[str]:
+        """The run's pending deliveries, marked woken (the caller sends their messages)."""
+        return self.deliverer.store.wake_pending(run_id)
 
     def start_delivery_sweeper(self, enqueue: Enqueue) -> None:
         """Every `delivery_sweep_seconds`, enqueue deliveries that are due: parked retries and

@@ -396,6 +396,19 @@ def mark_woken(connection: Connection, now: datetime, ids: Sequence[str]) -> Non
         )
 
 
+def wake_pending(connection: Connection, now: datetime, run_id: str) -> list[str]:
+    """Mark the run's pending deliveries woken now (their messages are sent next); return
+    their ids. One statement where a read and then `mark_woken` took two transactions."""
+    return sorted(
+        connection.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.run_id == run_id, deliveries.c.status == "pending")
+            .values(woken_at=now)
+            .returning(deliveries.c.id)
+        ).scalars()
+    )
+
+
 def replay(connection: Connection, now: datetime, ids: Sequence[str]) -> list[str]:
     """Put dead or delivered deliveries back to pending with fresh attempts; returns those
     replayed. A replayed Slack delivery updates its message (its receipt is kept)."""
@@ -496,6 +509,11 @@ class DeliveryLedger:
     def mark_woken(self, ids: Sequence[str]) -> None:
         with self.write() as connection:
             mark_woken(connection, self.now(), ids)
+
+    def wake_pending(self, run_id: str) -> list[str]:
+        """The run's pending deliveries, marked woken: send their messages now."""
+        with self.write() as connection:
+            return wake_pending(connection, self.now(), run_id)
 
 
 def stored_or_failed_result(connection: Connection, run_id: str) -> AnalysisResult | None:

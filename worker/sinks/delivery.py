@@ -310,9 +310,3 @@ def routes_from_catalog(catalog: Catalog) -> ledger.RouteSource:
         return spec.sinks, [output.name for output in spec.outputs]
 
     return routes
-
-
-def pending_for_run(store: DeliveryLedger, run_id: str) -> list[str]:
-    """The run's deliveries waiting for an attempt (to enqueue right after the run)."""
-    with store.read() as connection:
-        return [r.id for r in ledger.list_deliveries(connection, run_id=run_id, status="pending")]

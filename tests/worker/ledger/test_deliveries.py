@@ -106,6 +106,25 @@ def test_claim_park_dead_letter_and_replay(
         assert again.attempts == 1
 
 
+def test_waking_a_runs_deliveries_marks_and_returns_its_pending_ones_only(
+    ledger: Ledger, queue_run: QueueRun, clock: ManualClock
+) -> None:
+    run_id = _complete(ledger, queue_run)
+    other = _complete(ledger, queue_run)
+    store = DeliveryLedger(ledger.engine, now=clock)
+    with store.read() as c:
+        pending = sorted(r.id for r in outbox.list_deliveries(c, run_id=run_id, status="pending"))
+        dead = [r.id for r in outbox.list_deliveries(c, run_id=run_id, status="dead")]
+
+    assert store.wake_pending(run_id) == pending
+    with store.read() as c:
+        due = outbox.due(c, clock(), rewake_after_seconds=300)
+    assert not set(pending) & set(due)  # woken: the sweeper leaves them to their messages
+    assert outbox.delivery_id(other, "slack", "#escalations") in due  # another run's: untouched
+    assert dead  # the run has a dead-lettered route too, and it is not woken
+    assert not set(dead) & set(pending)
+
+
 def test_a_woken_delivery_is_not_woken_again_while_its_message_may_still_wait(
     ledger: Ledger, queue_run: QueueRun, clock: ManualClock
 ) -> None:
