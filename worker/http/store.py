@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from schemas.conversation import Conversation
 from worker.ledger import Ledger
-from worker.ledger.engine import WRITE_OPTION
+from worker.ledger.engine import write_transaction
 from worker.ledger.tables import api_keys, conversations, webhook_deliveries
 
 KEY_PREFIX = "phk_"
@@ -140,12 +140,8 @@ def list_deliveries(
     ]
 
 
-@contextmanager
-def _write(ledger: Ledger) -> Iterator[Connection]:
-    with ledger.engine.connect() as connection:
-        connection.execution_options(**{WRITE_OPTION: True})
-        with connection.begin():
-            yield connection
+def _write(ledger: Ledger) -> AbstractContextManager[Connection]:
+    return write_transaction(ledger.engine)
 
 
 def find_conversation(

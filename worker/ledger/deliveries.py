@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -31,7 +31,7 @@ from schemas.result import RunError
 from worker.ledger._sql import UNKNOWN, Unknown, load_run, upsert_insert
 from worker.ledger.clock import Clock, utc_now
 from worker.ledger.conversations import conversation_identity
-from worker.ledger.engine import WRITE_OPTION
+from worker.ledger.engine import read_transaction, write_transaction
 from worker.ledger.errors import LedgerError
 from worker.ledger.runs import results
 from worker.ledger.snapshots import cached_snapshot
@@ -494,17 +494,11 @@ class DeliveryLedger:
     def now(self) -> datetime:
         return self._clock().astimezone(UTC)
 
-    @contextmanager
-    def write(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection:
-            connection.execution_options(**{WRITE_OPTION: True})
-            with connection.begin():
-                yield connection
+    def write(self) -> AbstractContextManager[Connection]:
+        return write_transaction(self.engine)
 
-    @contextmanager
-    def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection, connection.begin():
-            yield connection
+    def read(self) -> AbstractContextManager[Connection]:
+        return read_transaction(self.engine)
 
     def mark_woken(self, ids: Sequence[str]) -> None:
         with self.write() as connection:

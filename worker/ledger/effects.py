@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -22,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from analyzers.tools.effects import EffectRecord, EffectState
 from worker.ledger.clock import Clock, utc_now
-from worker.ledger.engine import WRITE_OPTION
+from worker.ledger.engine import write_transaction
 from worker.ledger.errors import LedgerError
 from worker.ledger.tables import effects
 
@@ -123,12 +122,8 @@ class LedgerEffectStore:
         if updated.rowcount != 1:
             raise LedgerError(f"no pending effect {key!r} to record an outcome for")
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._engine.connect() as connection:
-            connection.execution_options(**{WRITE_OPTION: True})
-            with connection.begin():
-                yield connection
+    def _write(self) -> AbstractContextManager[Connection]:
+        return write_transaction(self._engine)
 
 
 def _record(row: Any) -> EffectRecord:

@@ -12,6 +12,8 @@ would add a round trip to every ledger call for nothing.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,23 @@ DEFAULT_POOL_SIZE = 16
 _IDLE_SINCE = "posthoc_idle_since"
 
 SUPPORTED = "sqlite:///path/to/file.sqlite3 or postgresql+psycopg://user@host/db"
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write, committed on leaving (SQLite takes its write lock at BEGIN,
+    so two writers queue instead of one failing at its first write)."""
+    with engine.connect() as connection:
+        connection.execution_options(**{WRITE_OPTION: True})
+        with connection.begin():
+            yield connection
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that only reads."""
+    with engine.connect() as connection, connection.begin():
+        yield connection
 
 
 def create_ledger_engine(

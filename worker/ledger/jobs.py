@@ -10,8 +10,8 @@ runs spent is read from the runs themselves, so the figures add up after any cra
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -24,7 +24,7 @@ from schemas.rerun import JobStatus, JobSummary
 from worker.ledger import runs as run_records
 from worker.ledger._sql import runs
 from worker.ledger.clock import Clock, utc_now
-from worker.ledger.engine import WRITE_OPTION
+from worker.ledger.engine import read_transaction, write_transaction
 from worker.ledger.errors import LedgerError
 from worker.ledger.records import RunPlan, RunRecord
 from worker.ledger.tables import rerun_job_items, rerun_jobs
@@ -319,14 +319,8 @@ class JobLedger:
     def now(self) -> datetime:
         return self._clock().astimezone(UTC)
 
-    @contextmanager
-    def write(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection:
-            connection.execution_options(**{WRITE_OPTION: True})
-            with connection.begin():
-                yield connection
+    def write(self) -> AbstractContextManager[Connection]:
+        return write_transaction(self.engine)
 
-    @contextmanager
-    def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection, connection.begin():
-            yield connection
+    def read(self) -> AbstractContextManager[Connection]:
+        return read_transaction(self.engine)

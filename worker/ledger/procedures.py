@@ -12,8 +12,8 @@ unique constraint on (tenant, agent, name, content_hash): the loser reads the wi
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -39,7 +39,7 @@ from analyzers.procedures.store import (
 from schemas.procedure import Procedure
 from worker.ledger._sql import upsert_insert
 from worker.ledger.clock import Clock, utc_now
-from worker.ledger.engine import WRITE_OPTION
+from worker.ledger.engine import read_transaction, write_transaction
 from worker.ledger.tables import procedure_support, procedures
 
 STORE_ATTEMPTS = 3
@@ -291,14 +291,8 @@ class LedgerProcedureStore:
             for row in rows
         ]
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._engine.connect() as connection:
-            connection.execution_options(**{WRITE_OPTION: True})
-            with connection.begin():
-                yield connection
+    def _write(self) -> AbstractContextManager[Connection]:
+        return write_transaction(self._engine)
 
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self._engine.connect() as connection, connection.begin():
-            yield connection
+    def _read(self) -> AbstractContextManager[Connection]:
+        return read_transaction(self._engine)

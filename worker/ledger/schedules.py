@@ -9,8 +9,7 @@ its lease without knowing can fire a slot twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -20,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from worker.ledger._sql import upsert_insert
 from worker.ledger.clock import Clock, utc_now
-from worker.ledger.engine import WRITE_OPTION
+from worker.ledger.engine import read_transaction, write_transaction
 from worker.ledger.tables import rerun_jobs, schedule_firings, scheduler_leases
 
 BEAT_LEASE = "beat"
@@ -269,17 +268,11 @@ class ScheduleLedger:
             ).scalar_one_or_none()
         return found
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection:
-            connection.execution_options(**{WRITE_OPTION: True})
-            with connection.begin():
-                yield connection
+    def _write(self) -> AbstractContextManager[Connection]:
+        return write_transaction(self.engine)
 
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection, connection.begin():
-            yield connection
+    def _read(self) -> AbstractContextManager[Connection]:
+        return read_transaction(self.engine)
 
 
 def _aware(value: datetime | str) -> datetime:

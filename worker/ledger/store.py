@@ -8,7 +8,7 @@ come from the injected clock, never from the database server, so tests can move 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -19,7 +19,12 @@ from schemas.usage import Usage
 from worker.ledger import bulk, conversations, leases, migrate, runs, snapshots, sweeping
 from worker.ledger._sql import load_run
 from worker.ledger.clock import Clock, utc_now
-from worker.ledger.engine import DEFAULT_POOL_SIZE, WRITE_OPTION, create_ledger_engine
+from worker.ledger.engine import (
+    DEFAULT_POOL_SIZE,
+    create_ledger_engine,
+    read_transaction,
+    write_transaction,
+)
 from worker.ledger.errors import LedgerError
 from worker.ledger.procedures import LedgerProcedureStore
 from worker.ledger.records import (
@@ -448,12 +453,8 @@ class Ledger:
             raise LedgerError(f"the ledger's clock returned a naive datetime: {now!r}")
         return now.astimezone(UTC)
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._engine.connect() as connection:
-            connection.execution_options(**{WRITE_OPTION: True})
-            with connection.begin():
-                yield connection
+    def _write(self) -> AbstractContextManager[Connection]:
+        return write_transaction(self._engine)
 
     @contextmanager
     def _single_statement(self) -> Iterator[Connection]:
@@ -462,7 +463,5 @@ class Ledger:
         with self._engine.connect() as connection:
             yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self._engine.connect() as connection, connection.begin():
-            yield connection
+    def _read(self) -> AbstractContextManager[Connection]:
+        return read_transaction(self._engine)
