@@ -227,7 +227,41 @@ def listing_order(stored: StoredProcedure) -> tuple[str, str, str, int]:
     return (p.name, p.tenant_id or "", p.agent_id or "", -p.version)
 
 
-class InMemoryProcedureStore:
+class ReviewDecisions:
+    """`approve` and `reject` of a store (see `ProceduralMemoryStore`), both its `_decide`."""
+
+    def _decide(
+        self,
+        procedure_id: str,
+        status: ProcedureStatus,
+        tenant_id: str | None,
+        by: str,
+        only_if_pending: bool,
+    ) -> StoredProcedure:
+        raise NotImplementedError
+
+    def approve(
+        self,
+        procedure_id: str,
+        *,
+        tenant_id: str | None = None,
+        by: str = "admin",
+        only_if_pending: bool = False,
+    ) -> StoredProcedure:
+        return self._decide(procedure_id, "approved", tenant_id, by, only_if_pending)
+
+    def reject(
+        self,
+        procedure_id: str,
+        *,
+        tenant_id: str | None = None,
+        by: str = "admin",
+        only_if_pending: bool = False,
+    ) -> StoredProcedure:
+        return self._decide(procedure_id, "rejected", tenant_id, by, only_if_pending)
+
+
+class InMemoryProcedureStore(ReviewDecisions):
     """`ProceduralMemoryStore` in a dict: for tests and tools without a ledger. Thread-safe."""
 
     def __init__(self, *, now: Callable[[], datetime] | None = None) -> None:
@@ -285,26 +319,6 @@ class InMemoryProcedureStore:
         rows = list(self._rows.values())
         found = [s for s in rows if matches_filters(s, tenant_id, agent_id, status, name)]
         return sorted(found, key=listing_order)
-
-    def approve(
-        self,
-        procedure_id: str,
-        *,
-        tenant_id: str | None = None,
-        by: str = "admin",
-        only_if_pending: bool = False,
-    ) -> StoredProcedure:
-        return self._decide(procedure_id, "approved", tenant_id, by, only_if_pending)
-
-    def reject(
-        self,
-        procedure_id: str,
-        *,
-        tenant_id: str | None = None,
-        by: str = "admin",
-        only_if_pending: bool = False,
-    ) -> StoredProcedure:
-        return self._decide(procedure_id, "rejected", tenant_id, by, only_if_pending)
 
     def delete(self, procedure_id: str, *, tenant_id: str | None = None) -> StoredProcedure:
         with self._lock:

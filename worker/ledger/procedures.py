@@ -25,6 +25,7 @@ from analyzers.procedures.store import (
     FoundMatch,
     ProcedureNotFound,
     ProcedureStatus,
+    ReviewDecisions,
     StoredProcedure,
     StoreOutcome,
     belongs_to,
@@ -46,7 +47,7 @@ STORE_ATTEMPTS = 3
 """Tries of a store that lost a race on the unique constraints (then the winner is read)."""
 
 
-class LedgerProcedureStore:
+class LedgerProcedureStore(ReviewDecisions):
     """The procedure store on the ledger database behind `engine` (the `Ledger`'s engine).
 
     :param now: the clock for created and decided times; the ledger's clock in tests.
@@ -111,26 +112,6 @@ class LedgerProcedureStore:
             rows = self._stored(connection, connection.execute(query).all())
         found = [s for s in rows if matches_filters(s, tenant_id, agent_id, status, name)]
         return sorted(found, key=listing_order)
-
-    def approve(
-        self,
-        procedure_id: str,
-        *,
-        tenant_id: str | None = None,
-        by: str = "admin",
-        only_if_pending: bool = False,
-    ) -> StoredProcedure:
-        return self._decide(procedure_id, "approved", tenant_id, by, only_if_pending)
-
-    def reject(
-        self,
-        procedure_id: str,
-        *,
-        tenant_id: str | None = None,
-        by: str = "admin",
-        only_if_pending: bool = False,
-    ) -> StoredProcedure:
-        return self._decide(procedure_id, "rejected", tenant_id, by, only_if_pending)
 
     def delete(self, procedure_id: str, *, tenant_id: str | None = None) -> StoredProcedure:
         with self._write() as connection:
