@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -63,21 +62,6 @@ def recording_turns() -> list[Script]:
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
     return Catalog.load()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, clock: ManualClock) -> Iterator[Ledger]:
-    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}", now=clock)
-    ledger.migrate()
-    try:
-        yield ledger
-    finally:
-        ledger.dispose()
 
 
 @pytest.fixture(autouse=True)

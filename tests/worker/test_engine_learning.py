@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,21 +45,6 @@ def words() -> list[Script]:
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
     return Catalog.load()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, clock: ManualClock) -> Iterator[Ledger]:
-    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}", now=clock)
-    ledger.migrate()
-    try:
-        yield ledger
-    finally:
-        ledger.dispose()
 
 
 def engine(ledger: Ledger, catalog: Catalog, model: Any, reviews: list[str]) -> Engine:

@@ -11,8 +11,6 @@ from analyzers.testing import ScriptedModel
 from tests.worker.test_engine import (
     GatedModel,
     catalog,  # noqa: F401 - fixture
-    clock,  # noqa: F401 - fixture
-    ledger,  # noqa: F401 - fixture
     make_engine,
     queue_run,
     recording_turns,
@@ -23,7 +21,7 @@ from worker.ledger import Ledger
 
 
 def test_one_heartbeat_renews_the_leases_of_every_run_in_flight(
-    ledger: Ledger,  # noqa: F811 - fixture
+    ledger: Ledger,
     catalog: Catalog,  # noqa: F811 - fixture
 ) -> None:
     run_ids = [queue_run(ledger, conversation_id=f"c-{index}") for index in range(3)]
@@ -58,7 +56,7 @@ def test_one_heartbeat_renews_the_leases_of_every_run_in_flight(
 
 
 def test_a_run_starts_after_a_random_part_of_the_start_jitter(
-    ledger: Ledger,  # noqa: F811 - fixture
+    ledger: Ledger,
     catalog: Catalog,  # noqa: F811 - fixture
 ) -> None:
     engine = make_engine(ledger, catalog, ScriptedModel([]), jitter=0.5)

@@ -12,11 +12,6 @@ from tests.worker.ledger.conftest import BACKENDS, postgres_url  # noqa: F401 - 
 from worker.ledger import Ledger, ManualClock
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
 @pytest.fixture(params=BACKENDS)
 def any_ledger(
     request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock

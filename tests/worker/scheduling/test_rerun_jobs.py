@@ -4,8 +4,6 @@ the old, budgets, cancellation, resuming a job whose process died, and dry-run w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -30,16 +28,6 @@ from .helpers import PolicyModel, conversation, job_runner, seed
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
     return Catalog.load()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, clock: ManualClock) -> Iterator[Ledger]:
-    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}", now=clock)
-    ledger.migrate()
-    try:
-        yield ledger
-    finally:
-        ledger.dispose()
 
 
 def start(ledger: Ledger, catalog: Catalog, **options: object) -> JobSummary:

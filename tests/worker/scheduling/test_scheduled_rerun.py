@@ -4,9 +4,7 @@ when it fires), runs it, and firing the same slot again finds that job instead o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -37,16 +35,6 @@ def catalog() -> Catalog:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(SLOT - timedelta(days=2))
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, clock: ManualClock) -> Iterator[Ledger]:
-    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}", now=clock)
-    ledger.migrate()
-    try:
-        yield ledger
-    finally:
-        ledger.dispose()
 
 
 def store(ledger: Ledger, clock: ManualClock, when: datetime, indexes: range) -> None:

@@ -3,7 +3,6 @@ three updates within the window give one run, on the last version."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,21 +26,6 @@ def catalog() -> Catalog:
     return Catalog.from_specs(
         [AnalyzerSpec.model_validate(spec.model_copy(update={"trigger": trigger}).model_dump())]
     )
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, clock: ManualClock) -> Iterator[Ledger]:
-    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}", now=clock)
-    ledger.migrate()
-    try:
-        yield ledger
-    finally:
-        ledger.dispose()
 
 
 def _turns(count: int) -> list[dict[str, str]]:
