@@ -239,7 +239,7 @@ def _execute(
             max_attempts=settings.max_attempts,
         )
         try:
-            return asyncio.run(_run_and_close(runner, job_id))
+            return asyncio.run(runner.run_and_close(job_id))
         except JobBusy as exc:
             raise fail_usage(str(exc)) from exc
 
@@ -260,16 +260,6 @@ def _job_model(
     return contextlib.nullcontext(
         build_batch_model(api_key=key, base_url=settings.anthropic_base_url)
     )
-
-
-async def _run_and_close(runner: JobRunner, job_id: str) -> JobSummary:
-    try:
-        return await runner.run(job_id)
-    finally:
-        for resource in (runner.model, runner.http):
-            aclose = getattr(resource, "aclose", None)
-            if aclose is not None:
-                await aclose()
 
 
 def _print_dry_run(dry: DryRun, batch: bool, as_json: bool) -> None:

@@ -14,7 +14,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import structlog
 
-from schemas.rerun import JobSummary
 from worker.scheduling.rerun import JobBusy, JobRunner
 
 log = structlog.get_logger("posthoc.beat")
@@ -38,7 +37,7 @@ class JobExecutor:
     def _run(self, job_id: str) -> None:
         runner = self.runner_factory()
         try:
-            summary = asyncio.run(_run_and_close(runner, job_id))
+            summary = asyncio.run(runner.run_and_close(job_id))
         except JobBusy:
             log.info("schedule.rerun_busy", job_id=job_id)  # another process runs it
             return
@@ -53,13 +52,3 @@ class JobExecutor:
             recorded=summary.recorded,
             spent_usd=summary.spent_usd,
         )
-
-
-async def _run_and_close(runner: JobRunner, job_id: str) -> JobSummary:
-    try:
-        return await runner.run(job_id)
-    finally:
-        for resource in (runner.model, runner.http):
-            aclose = getattr(resource, "aclose", None)
-            if aclose is not None:
-                await aclose()

@@ -204,6 +204,16 @@ class JobRunner:
     """Take the job over even from a runner that looks alive (it runs on another host)."""
     max_attempts: int = 3
 
+    async def run_and_close(self, job_id: str) -> JobSummary:
+        """`run`, then close the model and HTTP clients (the caller's whole use of them)."""
+        try:
+            return await self.run(job_id)
+        finally:
+            for resource in (self.model, self.http):
+                aclose = getattr(resource, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
     async def run(self, job_id: str) -> JobSummary:
         store = JobLedger(self.ledger.engine, now=self.ledger.clock)
         runner = self.config.worker_id
