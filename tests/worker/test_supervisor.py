@@ -147,3 +147,20 @@ def test_the_node_is_unhealthy_while_a_child_does_not_beat(tmp_path: Path) -> No
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_child_dying_young_again_and_again_waits_longer_each_time() -> None:
+    from worker.restarts import LIVED_LONG_SECONDS, RESTART_BACKOFF_SECONDS, restart_after
+
+    deaths, waits = 0, []
+    for _ in range(len(RESTART_BACKOFF_SECONDS) + 2):
+        deaths, wait = restart_after(deaths, lived_seconds=1.0)
+        waits.append(wait)
+    assert waits == [
+        *RESTART_BACKOFF_SECONDS,
+        RESTART_BACKOFF_SECONDS[-1],
+        RESTART_BACKOFF_SECONDS[-1],
+    ]
+    # A child that lived long restarts at once, and the back-off starts over.
+    assert restart_after(deaths, lived_seconds=LIVED_LONG_SECONDS) == (0, 0.0)
+    assert restart_after(0, lived_seconds=1.0) == (1, RESTART_BACKOFF_SECONDS[0])

@@ -47,6 +47,7 @@ import structlog
 
 from worker.engine.liveness import HealthHandler, serve_handler
 from worker.observability import metrics
+from worker.restarts import restart_after
 
 log = structlog.get_logger("posthoc.worker.supervisor")
 
@@ -55,9 +56,6 @@ EXIT_USAGE = 2
 POLL_SECONDS = 0.2
 BEAT_STALE_SECONDS = 10.0
 """A child whose heartbeat file is older than this is not consuming (its watchdog beats 1/s)."""
-RESTART_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-LIVED_LONG_SECONDS = 60.0
-"""A child that ran this long before dying restarts at once again (the back-off resets)."""
 
 Command = Callable[[int, int], Sequence[str]]
 """(index, concurrency) -> the child's command line."""
@@ -269,11 +267,8 @@ class Supervisor:
                     self._fatal = EXIT_USAGE
                     continue
                 lived = now - child.started_at
-                child.quick_deaths = 0 if lived >= LIVED_LONG_SECONDS else child.quick_deaths + 1
-                delay = RESTART_BACKOFF_SECONDS[
-                    min(child.quick_deaths, len(RESTART_BACKOFF_SECONDS)) - 1
-                ]
-                child.restart_at = now + (0.0 if child.quick_deaths == 0 else delay)
+                child.quick_deaths, delay = restart_after(child.quick_deaths, lived)
+                child.restart_at = now + delay
                 log.warning(
                     "worker.child_died",
                     index=child.index,

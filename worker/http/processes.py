@@ -34,12 +34,11 @@ from types import FrameType
 
 import structlog
 
+from worker.restarts import restart_after
+
 log = structlog.get_logger("posthoc.http.processes")
 
 POLL_SECONDS = 0.2
-RESTART_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-LIVED_LONG_SECONDS = 60.0
-"""A child that ran this long before dying restarts at once (the back-off resets)."""
 STOP_GRACE_SECONDS = 30.0
 """After SIGTERM, how long the children get to finish before they are killed."""
 
@@ -158,11 +157,8 @@ class ServerProcesses:
                 if stopping:
                     continue
                 lived = now - slot.started_at
-                slot.quick_deaths = 0 if lived >= LIVED_LONG_SECONDS else slot.quick_deaths + 1
-                delay = RESTART_BACKOFF_SECONDS[
-                    min(slot.quick_deaths, len(RESTART_BACKOFF_SECONDS)) - 1
-                ]
-                slot.restart_at = now + (0.0 if slot.quick_deaths == 0 else delay)
+                slot.quick_deaths, delay = restart_after(slot.quick_deaths, lived)
+                slot.restart_at = now + delay
                 log.warning(
                     "serve.child_died",
                     index=slot.index,
