@@ -63,22 +63,26 @@ class TenantProcedureCache:
 
     def procedures_for(self, catalog: Catalog, conversation: Conversation) -> list[Procedure]:
         tenant = conversation.tenant_id
-        now = self._clock()
-        with self._lock:
-            cached = self._read.get(tenant)
-        if cached is None or now - cached[0] >= self._ttl:
+        rows = self._fresh(tenant)
+        if rows is None:
+            read_at = self._clock()
             rows = self._store.list(tenant_id=tenant)
-            cached = (now, rows)
             if self._ttl > 0:
                 with self._lock:
-                    self._read[tenant] = cached
-        return _available(cached[1], catalog)
+                    self._read[tenant] = (read_at, rows)
+        return _available(rows, catalog)
 
     def cached(self, tenant_id: str) -> bool:
         """Whether `procedures_for` on this tenant would use its cached copy (no read)."""
+        return self._fresh(tenant_id) is not None
+
+    def _fresh(self, tenant_id: str) -> list[StoredProcedure] | None:
+        """The tenant's cached rows if read less than `ttl_seconds` ago."""
         with self._lock:
             cached = self._read.get(tenant_id)
-        return cached is not None and self._clock() - cached[0] < self._ttl
+        if cached is None or self._clock() - cached[0] >= self._ttl:
+            return None
+        return cached[1]
 
     def clear(self) -> None:
         with self._lock:
