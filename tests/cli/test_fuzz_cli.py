@@ -39,6 +39,9 @@ from schemas import AnalysisResult
 from worker.cli.commands import app
 
 MARKER = "SECRET-4111-MARKER"
+# Any piece of the marker, so a truncated excerpt is caught too. The digits only count
+# on their own: run ids are hex and contain "4111" by chance about once in 2,000.
+LEAKED_PART = re.compile(r"SECRET|MARKER|(?<![0-9a-f])4111(?![0-9a-f])")
 EXAMPLES = int(os.environ.get("POSTHOC_FUZZ_EXAMPLES", "0"))
 PEAK_LIMIT = 200 * 1024 * 1024
 """Bytes Python may allocate at peak for one command on a batch of small hostile files (the
@@ -275,7 +278,7 @@ def check_clean(result: Result, peak: int) -> None:
     assert result.exit_code in (0, 1), result.output
     assert "Traceback" not in result.output
     assert MARKER not in result.output
-    assert "4111" not in result.output
+    assert not LEAKED_PART.search(result.output), result.output
     assert peak < PEAK_LIMIT, f"peak {peak} bytes"
 
 
