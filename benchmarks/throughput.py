@@ -291,6 +291,7 @@ def worker_environment(
     concurrency: int,
     log_level: str,
     redis_url: str,
+    model_http_client: str = "aiohttp",
 ) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -305,6 +306,7 @@ def worker_environment(
         "POSTHOC_CONCURRENCY": str(concurrency),
         "POSTHOC_LOG_FORMAT": "json",
         "POSTHOC_LOG_LEVEL": log_level,
+        "POSTHOC_MODEL_HTTP_CLIENT": model_http_client,
     }
     if LOOPBACK_ONLY.is_dir():  # the workers reach nothing but this machine
         env["PYTHONPATH"] = str(LOOPBACK_ONLY)
@@ -417,6 +419,7 @@ def measure(
     services: Services,
     processes: int = 1,
     floor_calls: int = 0,
+    model_http_client: str = "aiohttp",
 ) -> Measurement:
     """One worker (threads or prefork), one fake, one database: N runs through Redis; then,
     with `floor_calls`, the raw-HTTP floor for the bodies that worker sent."""
@@ -431,7 +434,13 @@ def measure(
         ledger.migrate()
         app = create_celery(Settings(broker_url=services.redis_url, queue=queue))
         env = worker_environment(
-            fake.base_url, database_url, queue, concurrency, log_level, services.redis_url
+            fake.base_url,
+            database_url,
+            queue,
+            concurrency,
+            log_level,
+            services.redis_url,
+            model_http_client,
         )
         log = workdir / f"worker-{pool}-{latency:g}.log"
         process = start_worker(pool, concurrency, env, log, processes)
@@ -619,6 +628,12 @@ def _parser() -> argparse.ArgumentParser:
         default="info",
         help="the workers' POSTHOC_LOG_LEVEL (default: info, as in production)",
     )
+    parser.add_argument(
+        "--model-http-client",
+        choices=["aiohttp", "httpx"],
+        default="aiohttp",
+        help="the workers' POSTHOC_MODEL_HTTP_CLIENT (default: aiohttp, as in production)",
+    )
     return parser
 
 
@@ -643,7 +658,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"throughput benchmark{' (smoke)' if args.smoke else ''}: {runs} runs of {ANALYZER} "
         f"per latency, {MODEL_TURNS} model turns x {', '.join(f'{v:g}' for v in latencies)} s, "
         f"{concurrency} in flight on `posthoc worker --processes {processes}`, Redis broker, "
-        "PostgreSQL ledger, fake Messages API in its own process"
+        f"PostgreSQL ledger, fake Messages API in its own process, model HTTP client "
+        f"{args.model_http_client}"
     )
     workdir = Path(tempfile.mkdtemp(prefix="posthoc-bench-"))
     results: list[Measurement] = []
@@ -658,6 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=300 + 3 * runs * MODEL_TURNS * latency / concurrency,
                 workdir=workdir,
                 log_level=args.log_level,
+                model_http_client=args.model_http_client,
                 services=services,
                 processes=processes,
                 floor_calls=floor_calls,
@@ -674,6 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=300 + 3 * baseline_runs * MODEL_TURNS * latencies[0] / prefork_processes,
                 workdir=workdir,
                 log_level=args.log_level,
+                model_http_client=args.model_http_client,
                 services=services,
             )
             print(describe(prefork), flush=True)

@@ -193,6 +193,11 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("POSTHOC_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL"),
     )
+    model_http_client: Literal["aiohttp", "httpx"] = Field(
+        default="aiohttp",
+        description="The model adapter's HTTP transport: aiohttp (the SDK's aiohttp client, "
+        "about half the CPU per call) or httpx (the SDK's default client), as a fallback.",
+    )
 
     slack_bot_token: SecretStr | None = Field(
         default=None, description="Bot token (xoxb-...) for Slack sinks; needs chat:write."

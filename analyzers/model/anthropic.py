@@ -31,10 +31,11 @@ import email.utils
 import itertools
 import json
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast, get_args
+from typing import Any, Literal, TypeVar, cast, get_args
 
 import anthropic
 import httpx2
@@ -686,6 +687,35 @@ async def _read_stream(
     return accumulator.message()
 
 
+HttpClientKind = Literal["aiohttp", "httpx"]
+HTTP_CLIENT_KINDS: tuple[HttpClientKind, ...] = get_args(HttpClientKind)
+
+
+def sdk_http_client(
+    kind: HttpClientKind,
+    *,
+    timeout: anthropic.Timeout,
+    verify: ssl.SSLContext | bool = True,
+    max_idle_connections: int = 128,
+) -> httpx2.AsyncClient:
+    """The HTTP client an SDK client sends its requests with: the SDK's own defaults (its
+    `DefaultAioHttpClient` or `DefaultAsyncHttpxClient`), with this worker's limits.
+
+    `aiohttp` (the default everywhere) is the SDK's supported aiohttp transport (the
+    `anthropic[aiohttp]` extra): an `httpx2.AsyncClient` whose requests go through aiohttp's
+    connection pool and C HTTP parser. Hundreds of streams in flight cost it about half the CPU
+    per call of httpx's own transport (`benchmarks/model_cpu.py`), whose pool scans every
+    connection it holds on each request and release; aiohttp reuses an idle connection from a
+    per-host stack and closes idle ones after the keep-alive expiry (5 s), so it needs no bound
+    on idle connections. `httpx` is kept as a fallback (`POSTHOC_MODEL_HTTP_CLIENT=httpx`); its
+    pool keeps at most `max_idle_connections` idle.
+    """
+    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=max_idle_connections)
+    if kind == "aiohttp":
+        return anthropic.DefaultAioHttpClient(limits=limits, timeout=timeout, verify=verify)
+    return anthropic.DefaultAsyncHttpxClient(limits=limits, timeout=timeout, verify=verify)
+
+
 def build_anthropic_model(
     api_key: str | None = None,
     base_url: str | None = None,
@@ -693,7 +723,8 @@ def build_anthropic_model(
     timeout: float = 600.0,
     connect_timeout: float = 5.0,
     max_call_attempts: int = 3,
-    pools: int = 8,
+    http_client: HttpClientKind = "aiohttp",
+    pools: int | None = None,
     max_idle_connections: int = 128,
     on_retry: Callable[[str], object] | None = None,
 ) -> AnthropicModel:
@@ -701,20 +732,22 @@ def build_anthropic_model(
 
     `api_key` / `base_url` of None fall back to the SDK's own `ANTHROPIC_API_KEY` /
     `ANTHROPIC_BASE_URL`. `timeout` is the HTTP read timeout per socket read; the adapter's idle
-    timeout and deadline bound a call as a whole. `pools` clients share the calls round robin,
-    each with its own connection pool.
+    timeout and deadline bound a call as a whole. `http_client` picks the transport
+    (`sdk_http_client`). `pools` clients share the calls round robin, each with its own
+    connection pool: one by default on aiohttp, 8 on httpx.
 
-    `max_idle_connections` bounds the idle (keep-alive) connections kept over all pools. Every
-    request added to or released from a pool makes it scan its connections and probe each idle
-    one's socket (a poll and a getpeername); with the SDK's default of 100 idle per pool, a
-    worker past a burst of hundreds of streams probed ~60 idle sockets per pool twice per
-    request. With the bound a pool keeps at most `max_idle_connections / pools` (at least 1)
-    idle and closes the surplus; a burst larger than that opens new connections instead (a TLS
-    handshake each against the real API: hence a default of 16 per pool, not fewer).
+    On httpx, `max_idle_connections` bounds the idle (keep-alive) connections kept over all
+    pools. Every request added to or released from an httpx pool makes it scan its connections
+    and probe each idle one's socket (a poll and a getpeername); with the SDK's default of 100
+    idle per pool, a worker past a burst of hundreds of streams probed ~60 idle sockets per pool
+    twice per request. With the bound a pool keeps at most `max_idle_connections / pools` (at
+    least 1) idle and closes the surplus; a burst larger than that opens new connections instead
+    (a TLS handshake each against the real API: hence a default of 16 per pool, not fewer).
     """
+    if pools is None:
+        pools = 1 if http_client == "aiohttp" else 8
     pools = max(pools, 1)
     idle_per_pool = max(1, max_idle_connections // pools)
-    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=idle_per_pool)
     http_timeout = anthropic.Timeout(timeout, connect=connect_timeout)
     # One TLS context for every pool: loading the CA bundle costs ~25 ms of CPU per context.
     tls = httpx2.create_ssl_context()
@@ -724,8 +757,8 @@ def build_anthropic_model(
             base_url=base_url,
             max_retries=0,
             timeout=http_timeout,
-            http_client=anthropic.DefaultAsyncHttpxClient(
-                limits=limits, timeout=http_timeout, verify=tls
+            http_client=sdk_http_client(
+                http_client, timeout=http_timeout, verify=tls, max_idle_connections=idle_per_pool
             ),
         )
         for _ in range(pools)

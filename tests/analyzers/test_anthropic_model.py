@@ -29,7 +29,13 @@ from analyzers.fakes import (
     serve_fake_messages_api,
     simulated_analyst,
 )
-from analyzers.model.anthropic import AnthropicModel, build_anthropic_model
+from analyzers.model.anthropic import (
+    HTTP_CLIENT_KINDS,
+    AnthropicModel,
+    HttpClientKind,
+    build_anthropic_model,
+    sdk_http_client,
+)
 from analyzers.model.profiles import cost_of, profile_for
 from analyzers.model.protocol import ModelRequest, ModelTurn, StopReason
 
@@ -74,6 +80,28 @@ class Sleeps:
         self.delays.append(delay)
 
 
+# Every test of this module runs on each of the adapter's HTTP transports.
+HTTP_CLIENT: list[HttpClientKind] = ["aiohttp"]
+
+
+@pytest.fixture(autouse=True, params=HTTP_CLIENT_KINDS)
+def http_client(request: pytest.FixtureRequest) -> Iterator[HttpClientKind]:
+    HTTP_CLIENT[0] = request.param
+    yield request.param
+    HTTP_CLIENT[0] = "aiohttp"
+
+
+def sdk_client(base_url: str) -> anthropic.AsyncAnthropic:
+    """A real SDK client on the transport under test, retries off (the adapter owns them)."""
+    timeout = anthropic.Timeout(600.0, connect=5.0)
+    return anthropic.AsyncAnthropic(
+        api_key="test",
+        base_url=base_url,
+        max_retries=0,
+        http_client=sdk_http_client(HTTP_CLIENT[0], timeout=timeout),
+    )
+
+
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
     api = FakeMessagesAPI()
@@ -98,7 +126,7 @@ def with_model(
     """Run `scenario` with an adapter over a real SDK client pointed at the fake."""
 
     async def main() -> T:
-        client = anthropic.AsyncAnthropic(api_key="test", base_url=base_url, max_retries=0)
+        client = sdk_client(base_url)
         model = AnthropicModel(client, max_call_attempts=attempts, sleep=sleep or Sleeps())
         try:
             return await scenario(model)
@@ -558,14 +586,23 @@ def test_count_tokens_counts_what_complete_would_send(fake: Served) -> None:
     assert sent.body["thinking"] == {"type": "adaptive"}
 
 
-def test_build_anthropic_model_turns_sdk_retries_off(fake: Served) -> None:
-    """Every one of the model's SDK clients has its own retries off: the adapter owns them."""
+def test_build_anthropic_model_turns_sdk_retries_off(
+    fake: Served, http_client: HttpClientKind
+) -> None:
+    """Every one of the model's SDK clients has its own retries off: the adapter owns them.
+    One pool on aiohttp (no per-request scan of the pool), 8 on httpx."""
     fake.api.script([HttpError(529, retry_after_ms=10), FakeReply()])
+    transport = {
+        "aiohttp": anthropic.DefaultAioHttpClient,
+        "httpx": anthropic.DefaultAsyncHttpxClient,
+    }
 
     async def scenario() -> ModelTurn:
-        model = build_anthropic_model("test", fake.base_url, timeout=30)
+        model = build_anthropic_model("test", fake.base_url, timeout=30, http_client=http_client)
         try:
-            assert [client.max_retries for client in model._clients] == [0] * 8
+            pools = 1 if http_client == "aiohttp" else 8
+            assert [client.max_retries for client in model._clients] == [0] * pools
+            assert all(type(client._client) is transport[http_client] for client in model._clients)
             return await model.complete(REQUEST)
         finally:
             await model.aclose()
@@ -644,10 +681,7 @@ def test_calls_are_spread_over_the_models_clients(fake: Served) -> None:
     other_api.script([FakeReply([Text("b")])])
 
     async def scenario(other_url: str) -> list[str]:
-        clients = [
-            anthropic.AsyncAnthropic(api_key="test", base_url=url, max_retries=0)
-            for url in (fake.base_url, other_url)
-        ]
+        clients = [sdk_client(url) for url in (fake.base_url, other_url)]
         model = AnthropicModel(clients)
         try:
             return [(await model.complete(REQUEST)).text() for _ in range(3)]

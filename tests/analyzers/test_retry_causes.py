@@ -18,7 +18,12 @@ from analyzers.fakes import (
     serve_fake_messages_api,
 )
 from analyzers.fakes.replies import Scripted
-from analyzers.model.anthropic import AnthropicModel
+from analyzers.model.anthropic import (
+    HTTP_CLIENT_KINDS,
+    AnthropicModel,
+    HttpClientKind,
+    sdk_http_client,
+)
 from analyzers.model.protocol import ModelRequest
 
 REQUEST = ModelRequest(
@@ -50,8 +55,9 @@ async def _no_sleep(_: float) -> None:
         (FakeReply([Text("cut")], fault=Disconnect(after_events=3)), "stream_dropped"),
     ],
 )
+@pytest.mark.parametrize("http_client", HTTP_CLIENT_KINDS)
 def test_each_retry_is_reported_with_its_cause(
-    api: tuple[FakeMessagesAPI, str], failure: Scripted, cause: str
+    api: tuple[FakeMessagesAPI, str], failure: Scripted, cause: str, http_client: HttpClientKind
 ) -> None:
     fake, base_url = api
     fake.reset()
@@ -60,7 +66,12 @@ def test_each_retry_is_reported_with_its_cause(
     causes: list[str] = []
 
     async def main() -> str:
-        client = anthropic.AsyncAnthropic(api_key="test", base_url=base_url, max_retries=0)
+        client = anthropic.AsyncAnthropic(
+            api_key="test",
+            base_url=base_url,
+            max_retries=0,
+            http_client=sdk_http_client(http_client, timeout=anthropic.Timeout(30.0)),
+        )
         model = AnthropicModel(client, sleep=_no_sleep, on_retry=causes.append)
         try:
             return (await model.complete(REQUEST)).text()

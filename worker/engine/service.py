@@ -88,7 +88,10 @@ def build_model(settings: Settings) -> ModelClient:
 
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
     model: ModelClient = build_anthropic_model(
-        api_key=key, base_url=settings.anthropic_base_url, on_retry=metrics.model_retry
+        api_key=key,
+        base_url=settings.anthropic_base_url,
+        http_client=settings.model_http_client,
+        on_retry=metrics.model_retry,
     )
     if settings.requests_per_minute is None and settings.tokens_per_minute is None:
         return MeteredModel(model)
