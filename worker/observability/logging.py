@@ -69,6 +69,19 @@ class AtomicLineHandler(logging.Handler):
             data = data[written:]
 
 
+class _DropTaskSucceeded(logging.Filter):
+    """Drops Celery's "Task posthoc.run_analysis[<celery id>] succeeded in 3.1s: None", one line
+    per task that names only Celery's own id: posthoc's `run.finished` and `delivery.*` lines
+    carry the run id, status and timing. At hundreds of runs a second these lines cost a few
+    percent of a worker's CPU. Celery's "received" lines stay (they show redeliveries), and so
+    do its retry, failure and error lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from celery.app.trace import LOG_SUCCESS  # noqa: PLC0415 - only Celery processes log it
+
+        return record.msg is not LOG_SUCCESS
+
+
 def configure_logging(level: str = "info", log_format: str = "auto") -> None:
     """Configure structlog and the standard library's logging to write to stderr.
 
@@ -118,8 +131,13 @@ def configure_logging(level: str = "info", log_format: str = "auto") -> None:
     logging.captureWarnings(True)
     # One plain-text line per HTTP request from the clients' own loggers would drown the JSON
     # summary lines; their warnings still come through.
-    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "anthropic"):
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "anthropic", "aiohttp"):
         logging.getLogger(noisy).setLevel(max(numeric_level, logging.WARNING))
+    trace = logging.getLogger("celery.app.trace")
+    for old_filter in [f for f in trace.filters if isinstance(f, _DropTaskSucceeded)]:
+        trace.removeFilter(old_filter)
+    if numeric_level > logging.DEBUG:
+        trace.addFilter(_DropTaskSucceeded())
 
 
 def say_from_signal_handler(message: str, logger: str, level: str = "warning") -> None:
