@@ -13,7 +13,7 @@ from pathlib import Path
 import analyzers as analyzers_package
 from analyzers.definitions.chaining import chained_after, child_applies, with_parent_outputs
 from analyzers.definitions.checks import check_definitions
-from analyzers.definitions.expressions import conversation_variables
+from analyzers.definitions.expressions import SharedVariables, conversation_variables
 from analyzers.definitions.loading import DefinitionSet, load_paths
 from analyzers.definitions.triggers import analyzer_applies
 from analyzers.definitions.versions import parse_selector, selector, version_key
@@ -143,7 +143,7 @@ class Catalog:
         chosen = [spec for spec in self.select(names) if names or spec.after is None]
         # The variables trigger expressions see, built once for all of them.
         variables = (
-            conversation_variables(conversation)
+            SharedVariables(conversation_variables(conversation))
             if any(spec.trigger.expression for spec in chosen)
             else None
         )
@@ -204,7 +204,7 @@ class Catalog:
         ]
         # The variables trigger expressions see, built once for all of them (every run).
         variables = (
-            conversation_variables(conversation)
+            SharedVariables(conversation_variables(conversation))
             if any(other.trigger.expression for other in others)
             else None
         )

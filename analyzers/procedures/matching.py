@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from analyzers.definitions.expressions import (
     ExpressionError,
+    SharedVariables,
     compile_expression,
     conversation_variables,
 )
@@ -72,7 +73,7 @@ def procedure_applies(procedure: Procedure, conversation: Conversation) -> Match
     if refusal is not None:
         return refusal
     if procedure.trigger.conditions:
-        variables = conversation_variables(conversation)
+        variables = SharedVariables(conversation_variables(conversation))
         for condition in procedure.trigger.conditions:
             try:
                 holds = compile_expression(condition).holds(variables)
