@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from analyzers.fakes import validation
+from analyzers.fakes.cache import serialisation_memo
 from analyzers.fakes.replies import JSON, HttpError
 from analyzers.fakes.validation import ApiError
 
@@ -97,17 +98,18 @@ async def create_batch(api: FakeMessagesAPI, request: Request) -> Response:
 
 def _answer(api: FakeMessagesAPI, recorded: Any, custom_id: str, params: Any) -> JSON:
     """One request of the batch, answered as a non-streaming Messages call would be."""
-    try:
-        if isinstance(params, dict) and params.get("stream"):
-            raise validation.invalid("params.stream: streaming is not supported in batches")
-        checked, profile = api._validate_body(recorded, params)
-        scripted = api._next(checked, len(api.requests))
-    except ApiError as error:
-        return _errored(custom_id, error.error_type, error.message)
-    if isinstance(scripted, HttpError):
-        return _errored(custom_id, scripted.error_type, scripted.message)
-    plan = api.cache.plan(checked)
-    built = api._build(scripted, checked, profile, plan, recorded.request_id)
+    with serialisation_memo(params):  # the checks, responder and plan share serialisations
+        try:
+            if isinstance(params, dict) and params.get("stream"):
+                raise validation.invalid("params.stream: streaming is not supported in batches")
+            checked, profile = api._validate_body(recorded, params)
+            scripted = api._next(checked, len(api.requests))
+        except ApiError as error:
+            return _errored(custom_id, error.error_type, error.message)
+        if isinstance(scripted, HttpError):
+            return _errored(custom_id, scripted.error_type, scripted.message)
+        plan = api.cache.plan(checked)
+        built = api._build(scripted, checked, profile, plan, recorded.request_id)
     api.cache.commit(plan)
     return {"custom_id": custom_id, "result": {"type": "succeeded", "message": built.message}}
 

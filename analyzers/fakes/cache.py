@@ -20,7 +20,9 @@ import json
 import math
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 JSON = dict[str, Any]
@@ -30,9 +32,18 @@ MAX_BREAKPOINTS = 4
 _TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_canonical_text = _CANONICAL.encode
+"""json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False), without
+building an encoder per call."""
+
+
 def canonical_json(value: object) -> bytes:
     """The one serialisation every count and cache key is computed from."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    memo = _MEMO.get()
+    if memo is not None and value is memo.body:
+        return memo.body_json()
+    return _canonical_text(value).encode()
 
 
 def estimate_tokens(value: object) -> int:
@@ -88,9 +99,27 @@ def _tagged_blocks(body: JSON) -> Iterator[tuple[str, JSON]]:
             yield f"{message.get('role')}{'' if index else '+'}", block
 
 
+_Pieces = dict[int, tuple[object, str]]
+"""id(block) -> (block, its canonical JSON text)."""
+
+
 def prompt_blocks(body: JSON) -> list[PromptBlock]:
     """The request's prompt as cacheable blocks. A top-level `cache_control` (automatic
-    caching) puts a breakpoint on the last block."""
+    caching) puts a breakpoint on the last block.
+
+    Inside `serialisation_memo(body)` the blocks are computed once and shared by every caller
+    (validation, the cache plan, token counting): treat the list as read-only."""
+    memo = _MEMO.get()
+    if memo is not None and body is memo.body:
+        if memo.blocks is None:
+            memo.blocks = _prompt_blocks(body, memo.pieces)
+        return memo.blocks
+    return _prompt_blocks(body, None)
+
+
+def _prompt_blocks(body: JSON, pieces: _Pieces | None) -> list[PromptBlock]:
+    """`prompt_blocks`; with `pieces`, also keep the canonical JSON text of every block, by
+    `id`, for `_body_text`."""
     blocks: list[PromptBlock] = []
     digest = hashlib.sha256(b"prefix")
     cumulative = 0
@@ -101,9 +130,15 @@ def prompt_blocks(body: JSON) -> list[PromptBlock]:
             # Thinking and tool_choice settings sit between system and messages: changing
             # them invalidates only the messages part of the cache.
             digest.update(canonical_json([body.get("thinking"), body.get("tool_choice")]))
-        bare = {key: value for key, value in block.items() if key != "cache_control"}
-        digest.update(canonical_json([tag, bare]))
-        tokens = estimate_tokens(bare)
+        bare_text, block_text = _block_texts(block)
+        # canonical_json([tag, bare]) without serialising the bare block twice: a list's
+        # canonical JSON is its items' joined by "," in brackets; the tokens are the bare block's.
+        prefix = "[" + _canonical_text(tag) + ","
+        tagged = (prefix + bare_text + "]").encode()
+        digest.update(tagged)
+        tokens = math.ceil((len(tagged) - len(prefix.encode()) - 1) / 4)
+        if pieces is not None and block_text is not None:
+            pieces[id(block)] = (block, block_text)
         cumulative += tokens
         blocks.append(
             PromptBlock(
@@ -115,6 +150,102 @@ def prompt_blocks(body: JSON) -> list[PromptBlock]:
         last = blocks[-1]
         blocks[-1] = PromptBlock(last.key, last.tokens, last.cumulative, automatic)
     return blocks
+
+
+def _block_texts(block: JSON) -> tuple[str, str | None]:
+    """The canonical JSON text of `block` without its `cache_control`, and of the whole block
+    (None when not computed), each value serialised once."""
+    if "cache_control" not in block:
+        text = _canonical_text(block)
+        return text, text
+    if not _all_str_keys(block):
+        return _canonical_text({k: v for k, v in block.items() if k != "cache_control"}), None
+    items = sorted((key, _canonical_text(value)) for key, value in block.items())
+    whole = _joined_items(items)
+    return _joined_items([item for item in items if item[0] != "cache_control"]), whole
+
+
+def _joined_items(items: list[tuple[str, str]]) -> str:
+    """A dict's canonical JSON text from its (key, value text) pairs sorted by key."""
+    return "{" + ",".join(_canonical_text(key) + ":" + text for key, text in items) + "}"
+
+
+# -- one request's serialisations, computed once ------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Memo:
+    """What `prompt_blocks` and `canonical_json` computed for `body` during one request."""
+
+    body: JSON
+    blocks: list[PromptBlock] | None = None
+    pieces: _Pieces = field(default_factory=dict)
+    canonical: bytes | None = None
+
+    def body_json(self) -> bytes:
+        if self.canonical is None:
+            self.canonical = _body_text(self.body, self.pieces).encode()
+        return self.canonical
+
+
+_MEMO: ContextVar[_Memo | None] = ContextVar("fake_messages_api_memo", default=None)
+
+
+@contextmanager
+def serialisation_memo(body: object) -> Iterator[None]:
+    """While handling one request: compute `prompt_blocks(body)` and `canonical_json(body)`
+    once, however many checks ask for them (the results are those of the uncached functions).
+    `body` must not be changed inside the block."""
+    token = _MEMO.set(_Memo(body) if isinstance(body, dict) else None)
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def _all_str_keys(value: dict[Any, Any]) -> bool:
+    return all(type(key) is str for key in value)
+
+
+def _list_text(items: list[Any], item_text: Callable[[Any], str]) -> str:
+    return "[" + ",".join(item_text(item) for item in items) + "]"
+
+
+def _dict_text(value: dict[str, Any], value_text: Callable[[str, Any], str]) -> str:
+    # What json.dumps(sort_keys=True) does: items sorted by key, "key":value joined by ",".
+    return _joined_items([(key, value_text(key, item)) for key, item in sorted(value.items())])
+
+
+def _body_text(body: JSON, pieces: _Pieces) -> str:
+    """`_canonical_text(body)`, reusing the canonical text of the prompt blocks in `pieces`
+    (by `id`; computed by `_prompt_blocks` from this same body) instead of serialising the
+    transcript again."""
+    if not pieces or not _all_str_keys(body):
+        return _canonical_text(body)
+
+    def piece(item: object) -> str:
+        known = pieces.get(id(item))
+        return known[1] if known is not None and known[0] is item else _canonical_text(item)
+
+    def message_value(key: str, item: object) -> str:
+        if key == "content" and isinstance(item, list):
+            return _list_text(item, piece)
+        return _canonical_text(item)
+
+    def message(item: object) -> str:
+        if isinstance(item, dict) and _all_str_keys(item):
+            return _dict_text(item, message_value)
+        return _canonical_text(item)
+
+    def body_value(key: str, item: object) -> str:
+        if isinstance(item, list):
+            if key == "messages":
+                return _list_text(item, message)
+            if key in ("tools", "system"):
+                return _list_text(item, piece)
+        return _canonical_text(item)
+
+    return _dict_text(body, body_value)
 
 
 def count_input_tokens(body: JSON) -> int:

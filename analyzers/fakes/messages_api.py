@@ -37,7 +37,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from analyzers.fakes import batches, validation
-from analyzers.fakes.cache import CachePlan, PromptCache, canonical_json, count_input_tokens
+from analyzers.fakes.cache import (
+    CachePlan,
+    PromptCache,
+    canonical_json,
+    count_input_tokens,
+    serialisation_memo,
+)
 from analyzers.fakes.replies import (
     JSON,
     Disconnect,
@@ -249,26 +255,28 @@ class FakeMessagesAPI:
 
     async def _messages(self, request: Request) -> Response:
         recorded, body = self._record(request, await request.body())
-        try:
-            checked, profile = self._validate(recorded, body)
-            validation.check_thinking(checked, profile)
-            validation.check_cache_breakpoints(checked)
-            validation.check_echoed_thinking(checked, self._signer)
-            validation.check_tool_pairing(checked)
-            validation.check_tool_loop_thinking(
-                checked, profile, lambda tool_id: tool_id in self._thinking_tool_ids
-            )
-            scripted = self._next(checked, len(self.requests))
-        except ApiError as error:
-            return self._error(error, recorded.request_id)
-        except Exception as error:  # a responder bug: fail like the API's 500, loudly
-            message = f"fake messages api responder failed: {error!r}"
-            return self._error(ApiError(500, "api_error", message), recorded.request_id)
+        with serialisation_memo(body):  # the checks, responder and plan share serialisations
+            try:
+                checked, profile = self._validate(recorded, body)
+                validation.check_thinking(checked, profile)
+                validation.check_cache_breakpoints(checked)
+                validation.check_echoed_thinking(checked, self._signer)
+                validation.check_tool_pairing(checked)
+                validation.check_tool_loop_thinking(
+                    checked, profile, lambda tool_id: tool_id in self._thinking_tool_ids
+                )
+                scripted = self._next(checked, len(self.requests))
+            except ApiError as error:
+                return self._error(error, recorded.request_id)
+            except Exception as error:  # a responder bug: fail like the API's 500, loudly
+                message = f"fake messages api responder failed: {error!r}"
+                return self._error(ApiError(500, "api_error", message), recorded.request_id)
+            if not isinstance(scripted, HttpError):
+                plan = self.cache.plan(checked)
+                built = self._build(scripted, checked, profile, plan, recorded.request_id)
         if isinstance(scripted, HttpError):
             await asyncio.sleep(scripted.latency)
             return self._error(scripted, recorded.request_id)
-        plan = self.cache.plan(checked)
-        built = self._build(scripted, checked, profile, plan, recorded.request_id)
         if checked.get("stream"):
             return StreamingResponse(
                 self._stream(scripted, built, plan),
@@ -322,6 +330,12 @@ class FakeMessagesAPI:
         try:
             await asyncio.sleep(reply.latency)
             fault = reply.fault
+            if fault is None and not reply.event_latency:
+                # Nothing to time between events: the whole stream in one write, byte for byte
+                # what the per-event writes below would send.
+                self.cache.commit(plan)  # readable once the writing response starts
+                yield b"".join(encode_event(name, data) for name, data in stream_events(built))
+                return
             sent = 0
             for name, data in stream_events(built):
                 if name != "ping":

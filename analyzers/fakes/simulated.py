@@ -17,6 +17,7 @@ request always gets the same reply.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -74,6 +75,19 @@ def _texts(value: object) -> list[str]:
     return []
 
 
+@functools.lru_cache(maxsize=256)
+def _sentences(text: str) -> tuple[str, ...]:
+    """The quotable sentences of `text`: `_SENTENCE` matches of 8 characters or more once a
+    leading turn index and speaker are cut, except those starting with `<` or `…`."""
+    fragments = (match.group(0).strip() for match in _SENTENCE.finditer(text))
+    cut = (
+        _SPEAKER.sub("", fragment, count=1).strip()
+        for fragment in fragments
+        if not fragment.startswith(("<", "…"))
+    )
+    return tuple(sentence for sentence in cut if len(sentence) >= 8)
+
+
 class _Context:
     """What the generator needs from the request: transcript sentences, turn count, rng."""
 
@@ -85,16 +99,14 @@ class _Context:
             for text in _texts(message.get("content"))
         ]
         joined = "\n".join(texts)
-        fragments = (match.group(0).strip() for match in _SENTENCE.finditer(joined))
-        self.sentences = [
-            _SPEAKER.sub("", fragment, count=1).strip()
-            for fragment in fragments
-            if not fragment.startswith(("<", "…"))
-        ]
-        self.sentences = [sentence for sentence in self.sentences if len(sentence) >= 8]
+        # A sentence never spans a line break, so the sentences of the joined texts are those
+        # of each text in turn (and the same transcript comes back in every turn: cached).
+        self.sentences = [sentence for text in texts for sentence in _sentences(text)]
         declared = _TURN_COUNT.search(joined)
-        markers = {int(match.group(1)) for match in _TURN_MARKER.finditer(joined)}
-        count = int(declared.group(1)) if declared else len(markers)
+        if declared:
+            count = int(declared.group(1))
+        else:
+            count = len({int(match.group(1)) for match in _TURN_MARKER.finditer(joined)})
         self.turns = max(1, count)
         events = _EVENT_COUNT.search(joined)
         self.events = int(events.group(1)) if events else 0

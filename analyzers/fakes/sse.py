@@ -223,6 +223,9 @@ def stream_events(built: BuiltMessage) -> Iterator[tuple[str, JSON]]:
     yield "message_stop", {"type": "message_stop"}
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(..., separators=(",", ":"))
+
+
 def encode_event(name: str, data: JSON) -> bytes:
     """One SSE event on the wire: an `event:` line, a `data:` line, a blank line."""
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return f"event: {name}\ndata: {_COMPACT.encode(data)}\n\n".encode()
