@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from starlette.applications import Starlette
@@ -368,11 +368,20 @@ async def _pings(stall: Stall) -> AsyncIterator[bytes]:
 
 @contextmanager
 def serve_fake_messages_api(
-    api: FakeMessagesAPI, *, host: str = "127.0.0.1", startup_timeout: float = 10.0
+    api: FakeMessagesAPI,
+    *,
+    host: str = "127.0.0.1",
+    startup_timeout: float = 10.0,
+    http: Literal["h11", "httptools"] = "h11",
+    loop: Literal["asyncio", "uvloop"] = "asyncio",
 ) -> Iterator[str]:
     """Serve `api` with uvicorn on an ephemeral port of `host` in a background thread; yield
     the base URL to give the SDK. Open streams get a second to finish at shutdown, then are
-    cancelled."""
+    cancelled.
+
+    `http` and `loop` choose uvicorn's HTTP parser and event loop: the defaults are pure Python
+    and forgiving; `http="httptools", loop="uvloop"` cost the fake much less CPU per request
+    (the benchmarks serve their fake that way, in a process of its own)."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
     # and without it every reply waits ~40 ms for the client's delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -383,8 +392,8 @@ def serve_fake_messages_api(
         api.app,
         host=host,
         port=port,
-        loop="asyncio",
-        http="h11",
+        loop=loop,
+        http=http,
         lifespan="off",
         log_config=None,
         log_level="warning",

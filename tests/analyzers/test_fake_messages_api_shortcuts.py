@@ -353,6 +353,9 @@ def test_the_one_write_stream_and_a_paced_stream_carry_the_same_bytes_over_http(
     assert raw[0][0] == 200
 
 
+# -- httptools and uvloop ------------------------------------------------------------------
+
+
 def post(base_url: str, body: JSON, key: str = "k") -> tuple[int, str | None, str | None, bytes]:
     url = urllib.parse.urlsplit(base_url)
     connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
@@ -368,3 +371,29 @@ def post(base_url: str, body: JSON, key: str = "k") -> tuple[int, str | None, st
         )
     finally:
         connection.close()
+
+
+def test_httptools_and_uvloop_serve_the_same_answers_as_the_defaults() -> None:
+    streamed: JSON = {
+        "model": MODEL,
+        "max_tokens": 4096,
+        "system": [{"type": "text", "text": "Long system text. " * 400, "cache_control": {}}],
+        "messages": [{"role": "user", "content": "Analyse the conversation."}],
+        "stream": True,
+    }
+    whole = {key: value for key, value in streamed.items() if key != "stream"}
+    refused = {**whole, "temperature": 0.5}
+
+    def answers(**options: Any) -> list[tuple[int, str | None, str | None, bytes]]:
+        api = FakeMessagesAPI(responder=lambda body: FakeReply([Text("Fine.")]))
+        with serve_fake_messages_api(api, **options) as base_url:
+            found = [post(base_url, body) for body in (streamed, streamed, whole, refused)]
+            found.append(post(base_url, whole, key=""))
+        return found
+
+    default = answers()
+    compiled = answers(http="httptools", loop="uvloop")
+
+    assert compiled == default
+    assert [status for status, *_ in default] == [200, 200, 200, 400, 401]
+    assert b'"cache_read_input_tokens":0' not in default[1][3]  # the second read the cache
