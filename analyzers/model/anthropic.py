@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast, get_args
 
+import aiohttp
 import anthropic
 import httpx2
 
@@ -354,6 +355,7 @@ class AnthropicModel:
             raise ValueError("AnthropicModel needs at least one client")
         self._next_client = itertools.cycle(self._clients)
         self._prepared: dict[int, _PreparedPost | None] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         """Per client (by id): its prepared stream request, or None where it cannot be."""
         self._max_attempts = max_call_attempts
         self._sleep = sleep
@@ -366,10 +368,29 @@ class AnthropicModel:
 
     async def aclose(self) -> None:
         """Close the SDK client and its connection pool."""
+        self._enter_loop()
         for client in self._clients:
             await client.close()
 
+    def _enter_loop(self) -> None:
+        """Forget the aiohttp sessions of another event loop when used from a new one.
+
+        An aiohttp session (unlike httpx's pool) belongs to the loop it was made on: used from
+        another, every request fails as a connection error. The worker keeps one loop, but a
+        model may outlive a loop (`asyncio.run` twice in a script); then the old loop's
+        sessions are dropped and each transport opens a new one on this loop. Their
+        connections belonged to the old loop and are released when collected.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        if self._loop is not None:
+            for client in self._clients:
+                _forget_aiohttp_sessions(client)
+        self._loop = loop
+
     async def complete(self, request: ModelRequest) -> ModelTurn:
+        self._enter_loop()
         started = self._clock()
         message = await self._with_retries(request, "messages.stream", self._stream_once)
         stop_reason = message.stop_reason
@@ -388,6 +409,7 @@ class AnthropicModel:
         )
 
     async def count_tokens(self, request: ModelRequest) -> int:
+        self._enter_loop()
         counted = await self._with_retries(request, "messages.count_tokens", self._count_once)
         return counted.input_tokens
 
@@ -685,6 +707,15 @@ async def _read_stream(
     finally:
         await response.aclose()
     return accumulator.message()
+
+
+def _forget_aiohttp_sessions(client: anthropic.AsyncAnthropic) -> None:
+    """Make each of the client's aiohttp transports open a new session on its next request
+    (the vendored `AiohttpTransport` makes one lazily whenever it holds none)."""
+    http = client._client
+    for transport in (http._transport, *http._mounts.values()):
+        if isinstance(getattr(transport, "client", None), aiohttp.ClientSession):
+            transport.client = None  # type: ignore[union-attr]
 
 
 HttpClientKind = Literal["aiohttp", "httpx"]
