@@ -231,6 +231,11 @@ class FakeMessagesAPI:
         checked = validation.check_shape(body, counting=False)
         profile = self._profile(checked["model"])
         validation.check_sampling(checked, recorded.headers, profile)
+        self._check_message_rules(checked, profile)
+        return checked, profile
+
+    def _check_message_rules(self, checked: JSON, profile: ModelProfile) -> None:
+        """What a Messages request must also satisfy beyond its shape (both endpoints)."""
         validation.check_thinking(checked, profile)
         validation.check_cache_breakpoints(checked)
         validation.check_echoed_thinking(checked, self._signer)
@@ -238,7 +243,6 @@ class FakeMessagesAPI:
         validation.check_tool_loop_thinking(
             checked, profile, lambda tool_id: tool_id in self._thinking_tool_ids
         )
-        return checked, profile
 
     # -- endpoints --------------------------------------------------------------------------
 
@@ -258,13 +262,7 @@ class FakeMessagesAPI:
         with serialisation_memo(body):  # the checks, responder and plan share serialisations
             try:
                 checked, profile = self._validate(recorded, body)
-                validation.check_thinking(checked, profile)
-                validation.check_cache_breakpoints(checked)
-                validation.check_echoed_thinking(checked, self._signer)
-                validation.check_tool_pairing(checked)
-                validation.check_tool_loop_thinking(
-                    checked, profile, lambda tool_id: tool_id in self._thinking_tool_ids
-                )
+                self._check_message_rules(checked, profile)
                 scripted = self._next(checked, len(self.requests))
             except ApiError as error:
                 return self._error(error, recorded.request_id)
