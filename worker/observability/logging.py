@@ -76,10 +76,15 @@ class _DropTaskSucceeded(logging.Filter):
     percent of a worker's CPU. Celery's "received" lines stay (they show redeliveries), and so
     do its retry, failure and error lines."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        from celery.app.trace import LOG_SUCCESS  # noqa: PLC0415 - only Celery processes log it
+    _success: str | None = None  # Celery's format, imported at the first record: only Celery
+    # processes log through this logger, and importing it would slow every other command's start
 
-        return record.msg is not LOG_SUCCESS
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._success is None:
+            from celery.app.trace import LOG_SUCCESS  # noqa: PLC0415
+
+            self._success = LOG_SUCCESS
+        return record.msg is not self._success
 
 
 def configure_logging(level: str = "info", log_format: str = "auto") -> None:
