@@ -45,13 +45,19 @@ RUNS = int(os.environ.get("POSTHOC_CHAOS_RUNS", "60"))
 
 
 class Chaos:
-    """A fifth of posts fail; one chosen delivery is refused for good, once."""
+    """A fifth of posts fail; one chosen delivery is refused for good (its channel is archived)
+    until `unarchive()`. Refusing it only once let a worker killed between Slack's refusal and
+    its dead letter hand the delivery to the next worker, whose post then landed."""
 
     def __init__(self, refuse: str) -> None:
         self.rng = random.Random(20261130)  # noqa: S311 - reproducible chaos, not crypto
         self.refuse = refuse
-        self.refused = False
+        self.archived = True
         self.lock = threading.Lock()
+
+    def unarchive(self) -> None:
+        with self.lock:
+            self.archived = False
 
     def slack(self, method: str, args: Mapping[str, Any]) -> Fault | None:
         if method != "chat.postMessage":
@@ -59,8 +65,7 @@ class Chaos:
         metadata = args.get("metadata") or {}
         payload = metadata.get("event_payload", {}) if isinstance(metadata, dict) else {}
         with self.lock:
-            if payload.get("delivery_id") == self.refuse and not self.refused:
-                self.refused = True
+            if payload.get("delivery_id") == self.refuse and self.archived:
                 return Refused("channel_is_archived")
             if self.rng.random() >= 0.2:
                 return None
@@ -135,6 +140,7 @@ def test_every_result_arrives_exactly_once_through_faults_and_a_killed_worker(
         assert dead.id == refused
         assert dead.dead_reason == "slack_channel_is_archived"
 
+        chaos.unarchive()
         with store.write() as connection:
             assert outbox.replay(connection, store.now(), [refused]) == [refused]
         wait_for(
